@@ -1,0 +1,74 @@
+"""sockctl: the client library and CLI for sockd.
+
+::
+
+    from sockctl import Client, PermissionDenied
+
+    with Client() as client:
+        try:
+            client.ns_create("test")
+        except PermissionDenied as exc:
+            print(exc)
+"""
+
+from sockctl._client import Client
+from sockctl.errors import (
+    AlreadyExists,
+    Busy,
+    DaemonTimeout,
+    DaemonUnavailable,
+    InternalError,
+    InvalidRequest,
+    MalformedMessage,
+    MessageTooLarge,
+    NotFound,
+    PermissionDenied,
+    ProtocolError,
+    QuotaExceeded,
+    RequestError,
+    SockdError,
+    TooManyConnections,
+    UnknownOperation,
+    UnsupportedVersion,
+)
+from sockctl.protocol import (
+    VERSION,
+    NsDeleteReply,
+    NsIdentifyReply,
+    NsInfo,
+    NsPidsResult,
+    PingReply,
+    StatusReply,
+    WhoAmIReply,
+)
+
+__version__ = VERSION
+
+__all__ = [
+    "AlreadyExists",
+    "Busy",
+    "Client",
+    "DaemonTimeout",
+    "DaemonUnavailable",
+    "InternalError",
+    "InvalidRequest",
+    "MalformedMessage",
+    "MessageTooLarge",
+    "NotFound",
+    "NsDeleteReply",
+    "NsIdentifyReply",
+    "NsInfo",
+    "NsPidsResult",
+    "PermissionDenied",
+    "PingReply",
+    "ProtocolError",
+    "QuotaExceeded",
+    "RequestError",
+    "SockdError",
+    "StatusReply",
+    "TooManyConnections",
+    "UnknownOperation",
+    "UnsupportedVersion",
+    "WhoAmIReply",
+    "__version__",
+]

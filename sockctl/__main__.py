@@ -1,0 +1,3 @@
+from sockctl.cli import main
+
+main()

@@ -1,0 +1,269 @@
+"""The sockctl client: one typed method per operation over one SEQPACKET connection."""
+
+import errno
+import json
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Any, Self
+
+from sockctl import _wire
+from sockctl.errors import (
+    DaemonTimeout,
+    DaemonUnavailable,
+    ProtocolError,
+    SockdError,
+    from_info,
+)
+from sockctl.protocol import (
+    DEFAULT_SOCKET,
+    OPERATIONS,
+    PROTOCOL_VERSION,
+    SOCKET_ENV,
+    ErrorInfo,
+    NsCreateRequest,
+    NsDeleteReply,
+    NsDeleteRequest,
+    NsIdentifyReply,
+    NsIdentifyRequest,
+    NsInfo,
+    NsListRequest,
+    NsPidsRequest,
+    NsPidsResult,
+    PingReply,
+    PingRequest,
+    StatusReply,
+    StatusRequest,
+    WhoAmIReply,
+    WhoAmIRequest,
+    WireTypeError,
+    from_wire,
+    to_wire,
+)
+
+_START_HINT = "is sockd running? `systemctl start sockd.socket`, or run `sockd` as root"
+
+
+def resolve_socket_path(socket_path: str | os.PathLike[str] | None = None) -> str:
+    """The socket to use: the argument, else ``$SOCKD_SOCKET``, else the default."""
+    if socket_path is not None:
+        return os.fspath(socket_path)
+    return os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
+
+
+class Client:
+    """A connection to sockd.
+
+    ::
+
+        from sockctl import Client
+
+        with Client() as client:
+            info = client.ns_create("test")
+            print(info.name, info.id, info.owner_uid)
+
+    The connection opens on the first call and is reused; calls from several threads are serialized.
+    Every method raises a :class:`sockctl.errors.SockdError` subclass on failure, nothing else.
+    """
+
+    def __init__(
+        self, socket_path: str | os.PathLike[str] | None = None, *, timeout: float | None = 30.0
+    ) -> None:
+        self.socket_path = resolve_socket_path(socket_path)
+        self.timeout = timeout
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection; a later call opens a new one."""
+        with self._lock:
+            self._drop()
+
+    # Operations -------------------------------------------------------------------------------
+
+    def ping(self) -> PingReply:
+        """Check that the daemon answers; returns its version."""
+        result: PingReply = self._call(PingRequest())
+        return result
+
+    def whoami(self) -> WhoAmIReply:
+        """What the daemon sees of the caller (from the kernel) and what policy allows it."""
+        result: WhoAmIReply = self._call(WhoAmIRequest())
+        return result
+
+    def status(self) -> StatusReply:
+        """Daemon version, uptime, connections and managed namespaces."""
+        result: StatusReply = self._call(StatusRequest())
+        return result
+
+    def ns_create(self, name: str, *, loopback_up: bool = True) -> NsInfo:
+        """Create the named network namespace ``name``, owned by the caller.
+
+        It is visible to ``ip netns`` at once. ``loopback_up=False`` leaves ``lo`` down.
+        """
+        result: NsInfo = self._call(NsCreateRequest(name=name, loopback_up=loopback_up))
+        return result
+
+    def ns_delete(self, name: str, *, force: bool = False) -> NsDeleteReply:
+        """Delete a namespace the caller owns.
+
+        Refused with :class:`~sockctl.errors.Busy` while processes live inside, unless ``force``;
+        the processes then keep the (now nameless) namespace alive.
+        """
+        result: NsDeleteReply = self._call(NsDeleteRequest(name=name, force=force))
+        return result
+
+    def ns_list(self) -> list[NsInfo]:
+        """Every named network namespace, with owner, id, nsid and process count."""
+        items, _ = self._listing(NsListRequest())
+        return items
+
+    def ns_identify(self, pid: int | None = None) -> NsIdentifyReply:
+        """Names of the namespace process ``pid`` (default: the caller) is in."""
+        result: NsIdentifyReply = self._call(NsIdentifyRequest(pid=pid))
+        return result
+
+    def ns_pids(self, name: str) -> tuple[list[int], NsPidsResult]:
+        """Pids of the processes inside ``name`` that policy lets the caller see, and the summary."""
+        items, result = self._listing(NsPidsRequest(name=name))
+        return items, result
+
+    # Transport --------------------------------------------------------------------------------
+
+    def _call(self, request: Any) -> Any:
+        items, result = self._exchange(request)
+        if items:
+            raise ProtocolError(f"{request.op}: unexpected listing in reply")
+        return result
+
+    def _listing(self, request: Any) -> tuple[list[Any], Any]:
+        return self._exchange(request)
+
+    def _exchange(self, request: Any) -> tuple[list[Any], Any]:
+        operation = OPERATIONS[request.op]
+        payload = json.dumps({"proto": PROTOCOL_VERSION, **to_wire(request)}).encode()
+        with self._lock:
+            fresh = self._sock is None
+            sock = self._connect()
+            try:
+                _wire.send(sock, payload)
+            except (BrokenPipeError, ConnectionResetError) as exc:
+                # The daemon closed an idle connection before this request reached it: safe to resend.
+                self._drop()
+                if fresh:
+                    raise DaemonUnavailable(f"sockd closed the connection: {exc}") from exc
+                sock = self._connect()
+                self._send_or_fail(sock, payload)
+            try:
+                return self._read_reply(sock, operation.reply, operation.item)
+            except BaseException:
+                # Whatever went wrong, the stream position is unknown now: start afresh next time.
+                self._drop()
+                raise
+
+    def _send_or_fail(self, sock: socket.socket, payload: bytes) -> None:
+        try:
+            _wire.send(sock, payload)
+        except OSError as exc:
+            self._drop()
+            raise DaemonUnavailable(f"cannot send to sockd: {exc}") from exc
+
+    def _read_reply(
+        self, sock: socket.socket, reply_type: Any, item_type: Any
+    ) -> tuple[list[Any], Any]:
+        items: list[Any] = []
+        for message in self._messages(sock):
+            if not message.get("ok"):
+                raise _error_from(message)
+            for raw in message.get("items", ()):
+                items.append(_decode(item_type, raw))
+            if not message.get("more"):
+                raw_result = message.get("result")
+                result = None if raw_result is None else _decode(reply_type, raw_result)
+                return items, result
+        raise DaemonUnavailable("sockd closed the connection before answering")
+
+    def _messages(self, sock: socket.socket) -> Iterator[dict[str, Any]]:
+        while True:
+            try:
+                data, fds = _wire.recv(sock)
+            except TimeoutError as exc:
+                raise DaemonTimeout(f"sockd did not answer within {self.timeout} s") from exc
+            except SockdError:
+                raise
+            except OSError as exc:
+                raise DaemonUnavailable(f"lost the connection to sockd: {exc}") from exc
+            _wire.close_all(fds)  # no operation of this protocol version returns descriptors yet
+            if not data:
+                return
+            try:
+                message = json.loads(data)
+            except ValueError as exc:
+                raise ProtocolError(f"sockd sent a reply that is not JSON: {exc}") from exc
+            if not isinstance(message, dict):
+                raise ProtocolError("sockd sent a reply that is not a JSON object")
+            yield message
+
+    def _connect(self) -> socket.socket:
+        if self._sock is not None:
+            return self._sock
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.socket_path)
+        except BaseException as exc:
+            sock.close()
+            raise _connect_error(self.socket_path, exc) from exc
+        self._sock = sock
+        return sock
+
+    def _drop(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+def _connect_error(path: str, exc: BaseException) -> BaseException:
+    if isinstance(exc, FileNotFoundError):
+        return DaemonUnavailable(f"no sockd socket at {path}: {_START_HINT}")
+    if isinstance(exc, ConnectionRefusedError):
+        return DaemonUnavailable(f"nothing answers at {path}: {_START_HINT}")
+    if isinstance(exc, PermissionError):
+        return DaemonUnavailable(
+            f"permission denied on {path}: the socket's mode or group does not let you in"
+        )
+    if isinstance(exc, TimeoutError):
+        return DaemonTimeout(f"connecting to {path} timed out")
+    if isinstance(exc, OSError) and exc.errno == errno.EAGAIN:
+        return DaemonUnavailable(f"sockd at {path} has a full backlog; try again")
+    if isinstance(exc, OSError):
+        return DaemonUnavailable(f"cannot connect to {path}: {exc}")
+    return exc
+
+
+def _decode(tp: Any, raw: Any) -> Any:
+    try:
+        return from_wire(tp, raw)
+    except (WireTypeError, KeyError) as exc:
+        raise ProtocolError(f"sockd sent a reply that breaks the contract: {exc}") from exc
+
+
+def _error_from(message: dict[str, Any]) -> SockdError:
+    try:
+        info: ErrorInfo = from_wire(ErrorInfo, message.get("error"))
+    except (WireTypeError, KeyError) as exc:
+        return ProtocolError(f"sockd sent an error reply that breaks the contract: {exc}")
+    return from_info(info)

@@ -1,0 +1,3 @@
+from sockd.main import main
+
+main()

@@ -1,0 +1,186 @@
+"""The daemon's state and its request path: bytes in → parse, validate, authorize, act → bytes out."""
+
+import json
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from sockctl import _wire
+from sockctl.errors import (
+    InternalError,
+    InvalidRequest,
+    MalformedMessage,
+    RequestError,
+    UnknownOperation,
+    UnsupportedVersion,
+)
+from sockctl.protocol import MAX_MESSAGE, OPERATIONS, PROTOCOL_VERSION, to_wire
+from sockctl.schema import request_adapter
+from sockd.config import Config
+from sockd.dispatch import TABLE, Listing
+from sockd.log import Logger
+from sockd.netns import DEFAULT_NETNS_DIR, Faults, Namespaces
+from sockd.policy import Peer, Policy
+from sockd.registry import Registry
+
+_CHUNK = MAX_MESSAGE - 1024  # room for the envelope around a listing's items
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+class Stats:
+    """Counters shown by ``status``; updated from many connection threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.connections = 0
+        self.requests = 0
+
+    def connected(self, delta: int) -> None:
+        with self._lock:
+            self.connections += delta
+
+    def served(self) -> None:
+        with self._lock:
+            self.requests += 1
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: str | None,
+        state_dir: str,
+        log: Logger,
+        netns_dir: str = DEFAULT_NETNS_DIR,
+        pause_at: str | None = None,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.policy = Policy.from_config(config)
+        self.log = log
+        self.started = time.monotonic()
+        self.stats = Stats()
+        registry = Registry(str(Path(state_dir) / "namespaces"), on_corrupt=log.error)
+        self.namespaces = Namespaces(
+            registry, lambda: self.policy, log, Faults(pause_at, log), netns_dir
+        )
+        self._warn_unknown_groups()
+
+    def reload(self, config: Config) -> None:
+        """Apply a new configuration (SIGHUP); requests in flight keep the policy they started with."""
+        self.config = config
+        self.policy = Policy.from_config(config)
+        self.log.set_level(config.log.level)
+        self._warn_unknown_groups()
+
+    def _warn_unknown_groups(self) -> None:
+        for name in self.policy.unknown_groups:
+            self.log.warning(f"group {name} named in the policy does not exist", SOCKD_GROUP=name)
+
+    def handle(self, peer: Peer, data: bytes, fds: list[int]) -> Iterator[bytes]:
+        """Answer one request datagram with one or more reply datagrams. Never raises."""
+        self.stats.served()
+        op: str | None = None
+        request: Any = None
+        try:
+            op, request = self._parse(data, fds)
+            self.policy.authorize(TABLE[op].access, peer, op)
+            result = TABLE[op].handler(self, peer, request)
+            if isinstance(result, Listing):
+                yield from self._stream(result)
+            else:
+                yield f'{{"ok":true,"result":{_dumps(to_wire(result))}}}'.encode()
+        except RequestError as exc:
+            self._audit(peer, op, request, exc.code.value, exc.message)
+            yield self.error_reply(exc)
+            return
+        except Exception as exc:  # noqa: BLE001 -- the daemon must answer and keep serving
+            self.log.error(
+                f"internal error in {op}: {exc!r}", SOCKD_OP=op, SOCKD_TRACEBACK=traceback.format_exc()
+            )
+            self._audit(peer, op, request, "internal_error", repr(exc))
+            yield self.error_reply(InternalError("internal error; the daemon's log has the details"))
+            return
+        finally:
+            _wire.close_all(fds)
+        self._audit(peer, op, request, "ok", "")
+
+    def _parse(self, data: bytes, fds: list[int]) -> tuple[str, Any]:
+        try:
+            message = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise MalformedMessage(f"request is not valid JSON: {exc}") from exc
+        if not isinstance(message, dict):
+            raise MalformedMessage("request must be a JSON object")
+        proto = message.get("proto")
+        if proto != PROTOCOL_VERSION:
+            raise UnsupportedVersion(
+                f"protocol version {proto!r} is not supported; this sockd speaks {PROTOCOL_VERSION}"
+                " (update sockctl or sockd so that they match)",
+                field="proto",
+                details={"supported": [PROTOCOL_VERSION]},
+            )
+        op = message.get("op")
+        if not isinstance(op, str) or op not in OPERATIONS:
+            raise UnknownOperation(
+                f"unknown operation {op!r}", field="op", details={"known": sorted(OPERATIONS)}
+            )
+        if fds and not OPERATIONS[op].takes_fds:
+            raise InvalidRequest(f"{op} takes no file descriptors; {len(fds)} sent", field="fds")
+        try:
+            request = request_adapter(op).validate_json(data, strict=True)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False, include_input=False)
+            first = errors[0]
+            where = ".".join(str(part) for part in first["loc"]) or None
+            raise InvalidRequest(
+                f"{op}: {where + ': ' if where else ''}{first['msg']}",
+                field=where,
+                details={"errors": [{"field": ".".join(map(str, e["loc"])), "message": e["msg"]}
+                                    for e in errors]},
+            ) from exc
+        return op, request
+
+    def _stream(self, listing: Listing) -> Iterator[bytes]:
+        parts: list[str] = []
+        size = 0
+        for item in listing.items:
+            encoded = _dumps(to_wire(item))
+            if size + len(encoded) + 1 > _CHUNK and parts:
+                yield f'{{"ok":true,"more":true,"items":[{",".join(parts)}]}}'.encode()
+                parts, size = [], 0
+            parts.append(encoded)
+            size += len(encoded) + 1
+        result = _dumps(to_wire(listing.result))
+        yield f'{{"ok":true,"more":false,"items":[{",".join(parts)}],"result":{result}}}'.encode()
+
+    @staticmethod
+    def error_reply(exc: RequestError) -> bytes:
+        return _dumps({"ok": False, "error": to_wire(exc.info())}).encode()
+
+    def _audit(self, peer: Peer, op: str | None, request: Any, result: str, detail: str) -> None:
+        mutating = op is not None and OPERATIONS[op].mutating
+        if not mutating:
+            if result != "ok":
+                self.log.debug(f"{op or 'request'} refused: {detail}", SOCKD_OP=op,
+                               SOCKD_PEER_UID=peer.uid, SOCKD_RESULT=result)
+            return
+        assert op is not None
+        self.log.audit(
+            op=op,
+            uid=peer.uid,
+            pid=peer.pid,
+            gid=peer.creds.gid,
+            result=result,
+            detail=detail,
+            SOCKD_NS=getattr(request, "name", None),
+        )

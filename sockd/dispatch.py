@@ -1,0 +1,102 @@
+"""The dispatch table: every operation's access rule and handler, in one place.
+
+Each handler has the same shape: the request arrives validated against its wire model (names, types,
+bounds); the table's access rule has been checked against the peer's kernel credentials; the handler
+checks ownership and quotas, acts, and returns the reply (or, for a listing, its items and summary).
+"""
+
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sockctl import protocol as p
+from sockd.policy import Access, Peer
+
+if TYPE_CHECKING:
+    from sockd.daemon import Daemon
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """A handler's streamed answer: items sent in as many messages as needed, then the summary."""
+
+    items: Iterable[Any]
+    result: Any = None
+
+
+Handler = Callable[["Daemon", Peer, Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    access: Access
+    handler: Handler
+
+
+def ping(daemon: "Daemon", peer: Peer, request: p.PingRequest) -> p.PingReply:
+    return p.PingReply(version=p.VERSION, protocol=p.PROTOCOL_VERSION)
+
+
+def whoami(daemon: "Daemon", peer: Peer, request: p.WhoAmIRequest) -> p.WhoAmIReply:
+    policy = daemon.policy
+    return p.WhoAmIReply(
+        uid=peer.uid,
+        gid=peer.creds.gid,
+        groups=list(peer.creds.groups),
+        pid=peer.pid,
+        pidfd=peer.creds.pidfd is not None,
+        root=peer.root,
+        may_create=policy.may_create(peer),
+        sees_all_processes=policy.sees_all_processes(peer),
+        namespace_quota=policy.namespace_quota,
+        namespaces_owned=daemon.namespaces.owned_by(peer.uid),
+    )
+
+
+def status(daemon: "Daemon", peer: Peer, request: p.StatusRequest) -> p.StatusReply:
+    return p.StatusReply(
+        version=p.VERSION,
+        protocol=p.PROTOCOL_VERSION,
+        pid=os.getpid(),
+        uptime=round(time.monotonic() - daemon.started, 3),
+        connections=daemon.stats.connections,
+        requests=daemon.stats.requests,
+        namespaces_managed=daemon.namespaces.count_managed(),
+        config=daemon.config_path,
+    )
+
+
+def ns_create(daemon: "Daemon", peer: Peer, request: p.NsCreateRequest) -> p.NsInfo:
+    return daemon.namespaces.create(peer, request.name, loopback_up=request.loopback_up)
+
+
+def ns_delete(daemon: "Daemon", peer: Peer, request: p.NsDeleteRequest) -> p.NsDeleteReply:
+    return daemon.namespaces.delete(peer, request.name, force=request.force)
+
+
+def ns_list(daemon: "Daemon", peer: Peer, request: p.NsListRequest) -> Listing:
+    return Listing(daemon.namespaces.infos())
+
+
+def ns_identify(daemon: "Daemon", peer: Peer, request: p.NsIdentifyRequest) -> p.NsIdentifyReply:
+    return daemon.namespaces.identify(peer, request.pid)
+
+
+def ns_pids(daemon: "Daemon", peer: Peer, request: p.NsPidsRequest) -> Listing:
+    pids, result = daemon.namespaces.pids(peer, request.name)
+    return Listing(pids, result)
+
+
+TABLE: dict[str, Route] = {
+    "ping": Route(Access.ANYONE, ping),
+    "whoami": Route(Access.ANYONE, whoami),
+    "status": Route(Access.ANYONE, status),
+    "ns.create": Route(Access.CREATOR, ns_create),
+    "ns.delete": Route(Access.CREATOR, ns_delete),
+    "ns.list": Route(Access.ANYONE, ns_list),
+    "ns.identify": Route(Access.ANYONE, ns_identify),
+    "ns.pids": Route(Access.ANYONE, ns_pids),
+}
+"""op → (access rule, handler). protocol.OPERATIONS says what each takes and returns."""

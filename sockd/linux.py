@@ -1,0 +1,320 @@
+"""The one Linux layer: every syscall, ioctl, netlink message and /proc walk sockd makes.
+
+Operation modules call these functions and never touch ctypes or raw constants. Errors surface as
+``OSError`` subclasses; the operation modules translate them into wire errors.
+
+Python 3.11 has no ``os.unshare``/``os.setns`` (3.12 does); the fallback goes through libc.
+"""
+
+import ctypes
+import ctypes.util
+import errno
+import fcntl
+import os
+import signal
+import socket
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWNET = 0x40000000
+
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+MNT_DETACH = 2
+
+NSFS_MAGIC = 0x6E736673
+
+SO_PEERGROUPS = 59  # include/uapi/asm-generic/socket.h; Python 3.11 has no constant
+SO_PEERPIDFD = 77  # Linux >= 6.5
+
+_SIOCGIFFLAGS = 0x8913
+_SIOCSIFFLAGS = 0x8914
+_IFF_UP = 0x1
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong]
+_libc.mount.argtypes += [ctypes.c_void_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.unshare.argtypes = [ctypes.c_int]
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+
+
+class _StatFs(ctypes.Structure):
+    # struct statfs on 64-bit Linux: f_type comes first; the rest is only room for the kernel.
+    _fields_ = [("f_type", ctypes.c_long), ("_rest", ctypes.c_byte * 112)]
+
+
+_libc.statfs.argtypes = [ctypes.c_char_p, ctypes.POINTER(_StatFs)]
+
+
+def _check(result: int, what: str, path: str | None = None) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}", path)
+
+
+def unshare(flags: int) -> None:
+    """unshare(2) for the calling thread only where the flag allows it (CLONE_NEWNET does)."""
+    if hasattr(os, "unshare"):
+        os.unshare(flags)
+    else:
+        _check(_libc.unshare(flags), "unshare")
+
+
+def setns(fd: int, nstype: int) -> None:
+    """setns(2): move the calling thread into the namespace ``fd`` refers to."""
+    if hasattr(os, "setns"):
+        os.setns(fd, nstype)
+    else:
+        _check(_libc.setns(fd, nstype), "setns")
+
+
+def mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    _check(
+        _libc.mount(
+            source.encode(),
+            target.encode(),
+            fstype.encode() if fstype else None,
+            flags,
+            data.encode() if data else None,
+        ),
+        "mount",
+        target,
+    )
+
+
+def umount2(target: str, flags: int = 0) -> None:
+    _check(_libc.umount2(target.encode(), flags), "umount", target)
+
+
+def fs_type(path: str) -> int:
+    """statfs(2) f_type: ``NSFS_MAGIC`` for a mounted namespace file."""
+    buf = _StatFs()
+    _check(_libc.statfs(path.encode(), ctypes.byref(buf)), "statfs", path)
+    return int(buf.f_type) & 0xFFFFFFFF
+
+
+def is_namespace_mount(path: str) -> bool:
+    """Whether ``path`` has a namespace bind-mounted on it (nsfs), not just a placeholder file."""
+    try:
+        return fs_type(path) == NSFS_MAGIC
+    except FileNotFoundError:
+        return False
+
+
+def run_in_thread(fn: Callable[[], _T]) -> _T:
+    """Run ``fn`` in a new, short-lived thread and return its result or raise its exception.
+
+    setns/unshare move only the calling thread. Doing them on a thread that dies right after keeps
+    every other thread of the daemon (and the thread that serves the client) where it was.
+    """
+    outcome: list[Any] = []
+
+    def target() -> None:
+        try:
+            outcome.append((True, fn()))
+        except BaseException as exc:  # noqa: BLE001 -- handed to the caller's thread below
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=target, name="sockd-ns")
+    thread.start()
+    thread.join()
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    result: _T = value
+    return result
+
+
+def new_netns_bound_to(path: str, *, loopback_up: bool, before_mount: Callable[[], None]) -> None:
+    """Make a new network namespace and bind-mount it on the existing placeholder ``path``.
+
+    Runs in a dedicated thread (see :func:`run_in_thread`). ``before_mount`` is called between
+    unshare and the bind mount (a fault-injection point for the tests).
+    """
+
+    def work() -> None:
+        unshare(CLONE_NEWNET)
+        before_mount()
+        mount("/proc/thread-self/ns/net", path, None, MS_BIND)
+        if loopback_up:
+            set_link_up("lo")
+
+    run_in_thread(work)
+
+
+def set_link_up(ifname: str) -> None:
+    """Bring a link up in the calling thread's network namespace (SIOCSIFFLAGS)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        req = struct.pack("16sh22x", ifname.encode(), 0)
+        flags = struct.unpack("16sh22x", fcntl.ioctl(sock.fileno(), _SIOCGIFFLAGS, req))[1]
+        req = struct.pack("16sh22x", ifname.encode(), flags | _IFF_UP)
+        fcntl.ioctl(sock.fileno(), _SIOCSIFFLAGS, req)
+
+
+def make_shared_mountpoint(directory: str) -> None:
+    """Make ``directory`` a mount point in its own shared peer group, as ``ip netns add`` does.
+
+    Shared propagation lets a later unmount of a namespace file reach every mount namespace that
+    copied it, so the namespace can be freed. (iproute2, ip/ipnetns.c, prepare_ns_mount_dir.)
+    """
+    try:
+        mount("", directory, "none", MS_SHARED | MS_REC)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        # Not a mount point yet: bind it onto itself, then make it private and shared.
+        mount(directory, directory, "none", MS_BIND | MS_REC)
+        mount("", directory, "none", MS_PRIVATE | MS_REC)
+        mount("", directory, "none", MS_SHARED | MS_REC)
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    pid: int
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    pidfd: int | None
+
+
+def peer_credentials(sock: socket.socket) -> Credentials:
+    """The connecting process's identity, from the kernel (SO_PEERCRED, SO_PEERGROUPS, SO_PEERPIDFD).
+
+    The caller owns the returned pidfd and must close it.
+    """
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return Credentials(pid, uid, gid, _peer_groups(sock), _peer_pidfd(sock))
+
+
+def _peer_groups(sock: socket.socket) -> tuple[int, ...]:
+    size = 64 * 4
+    while True:
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, size)
+        except OSError as exc:
+            if exc.errno == errno.ERANGE and size < 65536 * 4:
+                size *= 4
+                continue
+            if exc.errno == errno.ENOPROTOOPT:
+                return ()
+            raise
+        count = len(raw) // 4
+        return tuple(struct.unpack(f"{count}I", raw[: count * 4]))
+
+
+def _peer_pidfd(sock: socket.socket) -> int | None:
+    try:
+        return sock.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD)
+    except OSError as exc:
+        if exc.errno in (errno.ENOPROTOOPT, errno.EINVAL, errno.ESRCH):
+            return None  # kernel older than 6.5, or the peer already exited
+        raise
+
+
+def pidfd_alive(pidfd: int) -> bool:
+    """Whether the process behind ``pidfd`` still runs (so its pid still names it)."""
+    try:
+        signal.pidfd_send_signal(pidfd, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def ns_identity(path: str) -> tuple[int, int]:
+    """(device, inode) of a namespace file; equal pairs mean the same namespace, now."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def pids(proc: str = "/proc") -> Iterator[int]:
+    for entry in os.scandir(proc):
+        if entry.name.isdigit():
+            yield int(entry.name)
+
+
+def processes_in_netns(identity: tuple[int, int], proc: str = "/proc") -> list[tuple[int, int]]:
+    """(pid, uid) of every process whose network namespace is ``identity``.
+
+    Processes exit while we walk /proc; a vanished pid is skipped on purpose (ENOENT/ESRCH), as is
+    one whose namespace link we may not read.
+    """
+    found: list[tuple[int, int]] = []
+    for pid in pids(proc):
+        try:
+            st = os.stat(f"{proc}/{pid}/ns/net")
+            if (st.st_dev, st.st_ino) == identity:
+                found.append((pid, os.stat(f"{proc}/{pid}").st_uid))
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return found
+
+
+def count_processes_by_netns(proc: str = "/proc") -> dict[tuple[int, int], int]:
+    """How many processes sit in each network namespace, keyed by (device, inode). One /proc pass."""
+    counts: dict[tuple[int, int], int] = {}
+    for pid in pids(proc):
+        try:
+            st = os.stat(f"{proc}/{pid}/ns/net")
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        key = (st.st_dev, st.st_ino)
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+# rtnetlink: RTM_GETNSID ---------------------------------------------------------------------------
+
+_NETLINK_ROUTE = 0
+_RTM_NEWNSID = 88
+_RTM_GETNSID = 90
+_NLM_F_REQUEST = 1
+_NLMSG_ERROR = 2
+_NETNSA_NSID = 1
+_NETNSA_FD = 3
+_NLMSG_HDR = struct.Struct("=IHHII")
+_NLATTR = struct.Struct("=HH")
+
+
+def get_nsid(ns_fd: int) -> int | None:
+    """The nsid the daemon's namespace assigned to the namespace ``ns_fd``, or None if unassigned.
+
+    Same query as ``ip netns list``'s "(id: N)": RTM_GETNSID with NETNSA_FD (net/core/net_namespace.c).
+    """
+    attr = _NLATTR.pack(8, _NETNSA_FD) + struct.pack("=I", ns_fd)
+    body = struct.pack("=B3x", socket.AF_UNSPEC) + attr
+    header = _NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), _RTM_GETNSID, _NLM_F_REQUEST, 1, 0)
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, _NETLINK_ROUTE) as s:
+        s.send(header + body)
+        reply = s.recv(4096)
+    _, kind, _, _, _ = _NLMSG_HDR.unpack_from(reply)
+    if kind == _NLMSG_ERROR:
+        (code,) = struct.unpack_from("=i", reply, _NLMSG_HDR.size)
+        raise OSError(-code, f"RTM_GETNSID: {os.strerror(-code)}")
+    if kind != _RTM_NEWNSID:
+        return None
+    offset = _NLMSG_HDR.size + 4
+    while offset + _NLATTR.size <= len(reply):
+        length, kind = _NLATTR.unpack_from(reply, offset)
+        if length < _NLATTR.size:
+            break
+        if kind & 0x3FFF == _NETNSA_NSID:
+            (nsid,) = struct.unpack_from("=i", reply, offset + _NLATTR.size)
+            return None if nsid < 0 else nsid
+        offset += (length + 3) & ~3
+    return None

@@ -1,0 +1,316 @@
+"""Named network namespaces, compatible with ``ip netns`` (iproute2 ip/ipnetns.c).
+
+A named namespace is a bind mount of a namespace file on ``<netns_dir>/<name>`` (``/run/netns``).
+sockd adds an owner, recorded in the registry before anything is made.
+"""
+
+import errno
+import fcntl
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sockctl.errors import AlreadyExists, Busy, InternalError, NotFound, PermissionDenied
+from sockctl.protocol import NsDeleteReply, NsIdentifyReply, NsInfo, NsPidsResult
+from sockd import linux
+from sockd.log import Logger
+from sockd.policy import Peer, Policy
+from sockd.registry import Record, Registry
+
+DEFAULT_NETNS_DIR = "/run/netns"
+DEFAULT_PROC = "/proc"
+
+
+class Faults:
+    """Named pause points in multi-step operations, for crash tests (``sockd --pause-at STEP``).
+
+    When the daemon reaches the configured step it logs ``paused at STEP`` and blocks that request
+    forever, so a test can kill the daemon exactly there. Unset in production: a no-op.
+    """
+
+    STEPS = (
+        "ns.create.recorded",
+        "ns.create.placeholder",
+        "ns.create.unshared",
+        "ns.create.mounted",
+        "ns.delete.unmounted",
+    )
+
+    def __init__(self, pause_at: str | None, log: Logger) -> None:
+        self.pause_at = pause_at
+        self.log = log
+
+    def point(self, step: str) -> None:
+        if step == self.pause_at:
+            self.log.warning(f"paused at {step}", SOCKD_PAUSED_AT=step)
+            threading.Event().wait()
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """One entry of the netns directory as it is now."""
+
+    name: str
+    path: str
+    mounted: bool
+
+
+class Namespaces:
+    """Create, delete and inspect named network namespaces; all mutations hold one lock."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        policy: Callable[[], Policy],
+        log: Logger,
+        faults: Faults,
+        netns_dir: str = DEFAULT_NETNS_DIR,
+        proc: str = DEFAULT_PROC,
+    ) -> None:
+        self.registry = registry
+        self.policy = policy
+        self.log = log
+        self.faults = faults
+        self.netns_dir = netns_dir
+        self.proc = proc
+        self._lock = threading.Lock()
+
+    # Mutations ----------------------------------------------------------------------------------
+
+    def create(self, peer: Peer, name: str, *, loopback_up: bool = True) -> NsInfo:
+        path = self._path(name)
+        with self._lock:
+            self.policy().check_quota(peer, self.registry.count_owned(peer.uid))
+            if os.path.lexists(path):
+                raise AlreadyExists(f"namespace {name} already exists", field="name")
+            # Ownership first: whatever a crash leaves behind from here on is owned and cleanable.
+            record = Record(name=name, owner_uid=peer.uid, created=time.time())
+            self.registry.write(record)
+            self.faults.point("ns.create.recorded")
+            try:
+                self._make(path, loopback_up)
+            except FileExistsError as exc:
+                # Someone else (`ip netns add`) made the name between our check and our open.
+                self.registry.remove(name)
+                raise AlreadyExists(f"namespace {name} already exists", field="name") from exc
+            except BaseException as exc:
+                self._discard(path)
+                self.registry.remove(name)
+                if isinstance(exc, OSError):
+                    raise InternalError(f"cannot create namespace {name}: {exc.strerror}") from exc
+                raise
+            self.registry.write(record.ready())
+        return self._info(name, record.ready(), linux.ns_identity(path))
+
+    def _make(self, path: str, loopback_up: bool) -> None:
+        with self._netns_dir_locked():
+            # O_EXCL: losing a race against `ip netns add` of the same name fails here, not later.
+            os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0))
+            self.faults.point("ns.create.placeholder")
+            linux.new_netns_bound_to(
+                path,
+                loopback_up=loopback_up,
+                before_mount=lambda: self.faults.point("ns.create.unshared"),
+            )
+            self.faults.point("ns.create.mounted")
+
+    def delete(self, peer: Peer, name: str, *, force: bool = False) -> NsDeleteReply:
+        path = self._path(name)
+        with self._lock:
+            if not os.path.lexists(path):
+                raise NotFound(f"no namespace named {name}", field="name")
+            record = self.registry.get(name)
+            self.policy().require_owner(peer, record.owner_uid if record else 0, f"namespace {name}")
+            inside: list[tuple[int, int]] = []
+            if linux.is_namespace_mount(path):
+                inside = linux.processes_in_netns(linux.ns_identity(path), self.proc)
+            visible, hidden = self._visible_pids(peer, inside)
+            if inside and not force:
+                raise Busy(
+                    f"namespace {name} has {len(inside)} processes inside; stop them, or delete "
+                    f"with --force (they keep the namespace alive without its name)",
+                    details={"pids": visible, "hidden_pids": hidden},
+                )
+            self._discard(path)
+            self.registry.remove(name)
+        return NsDeleteReply(name=name, pids=visible, hidden_pids=hidden, still_alive=bool(inside))
+
+    def _discard(self, path: str) -> None:
+        """Unmount and remove a namespace file (or a bare placeholder), as ``ip netns del`` does."""
+        with self._netns_dir_locked():
+            try:
+                linux.umount2(path, linux.MNT_DETACH)
+            except OSError as exc:
+                if exc.errno not in (errno.EINVAL, errno.ENOENT):  # EINVAL: not a mount point
+                    raise InternalError(f"cannot unmount {path}: {exc.strerror}") from exc
+            self.faults.point("ns.delete.unmounted")
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                if exc.errno == errno.EBUSY:
+                    raise Busy(f"{path} is pinned by another mount namespace") from exc
+                raise InternalError(f"cannot remove {path}: {exc.strerror}") from exc
+
+    @contextmanager
+    def _netns_dir_locked(self) -> Iterator[None]:
+        """The netns directory, prepared like iproute2 does and flock'ed against parallel ``ip``."""
+        os.makedirs(self.netns_dir, mode=0o755, exist_ok=True)
+        fd = os.open(self.netns_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            linux.make_shared_mountpoint(self.netns_dir)
+            yield
+        finally:
+            os.close(fd)  # closing drops the flock
+
+    # Queries -------------------------------------------------------------------------------------
+
+    def infos(self) -> Iterator[NsInfo]:
+        counts = linux.count_processes_by_netns(self.proc)
+        records = {r.name: r for r in self.registry.records()}
+        for entry in self._entries():
+            record = records.get(entry.name)
+            if record is not None and record.state == "creating":
+                continue  # being made right now; shown once ready
+            identity = linux.ns_identity(entry.path) if entry.mounted else None
+            yield self._info(entry.name, record, identity, counts)
+
+    def identify(self, peer: Peer, pid: int | None) -> NsIdentifyReply:
+        target = peer.pid if pid is None else pid
+        try:
+            identity = linux.ns_identity(f"{self.proc}/{target}/ns/net")
+            owner = os.stat(f"{self.proc}/{target}").st_uid
+        except (FileNotFoundError, ProcessLookupError) as exc:
+            raise NotFound(f"no process with pid {target}", field="pid") from exc
+        if pid is None and peer.creds.pidfd is not None and not linux.pidfd_alive(peer.creds.pidfd):
+            # The caller exited and its pid may already name another process.
+            raise NotFound(f"the calling process {target} has exited", field="pid")
+        if owner != peer.uid and not self.policy().sees_all_processes(peer):
+            raise PermissionDenied(
+                f"process {target} belongs to uid {owner}; only your own processes can be "
+                f"identified (or join a monitor group)",
+                field="pid",
+            )
+        names = [
+            e.name for e in self._entries() if e.mounted and linux.ns_identity(e.path) == identity
+        ]
+        return NsIdentifyReply(pid=target, names=names)
+
+    def pids(self, peer: Peer, name: str) -> tuple[list[int], NsPidsResult]:
+        path = self._path(name)
+        if not linux.is_namespace_mount(path):
+            raise NotFound(f"no namespace named {name}", field="name")
+        inside = linux.processes_in_netns(linux.ns_identity(path), self.proc)
+        visible, hidden = self._visible_pids(peer, inside)
+        return visible, NsPidsResult(name=name, hidden=hidden)
+
+    def count_managed(self) -> int:
+        return sum(1 for r in self.registry.records() if r.state == "ready")
+
+    def owned_by(self, uid: int) -> int:
+        return self.registry.count_owned(uid)
+
+    # Start-up repair ------------------------------------------------------------------------------
+
+    def reconcile(self) -> None:
+        """Make the registry and the netns directory agree again, after a crash or ``ip netns del``.
+
+        - a placeholder without a mount (a crash between open and bind mount, ours or ``ip``'s) breaks
+          ``ip netns list``: it is removed;
+        - a record still ``creating`` is rolled back: its client never got an answer;
+        - a record whose namespace is gone is dropped.
+        """
+        with self._lock:
+            records = {r.name: r for r in self.registry.records()}
+            for name, record in records.items():
+                path = self._path(name)
+                if record.state == "creating":
+                    self._discard(path)
+                    self.registry.remove(name)
+                    self.log.warning(
+                        f"rolled back namespace {name}: its creation was interrupted",
+                        SOCKD_NS=name,
+                        SOCKD_OWNER_UID=record.owner_uid,
+                    )
+                elif not linux.is_namespace_mount(path):
+                    self.registry.remove(name)
+                    self.log.info(f"forgot namespace {name}: deleted outside sockd", SOCKD_NS=name)
+            for entry in self._entries():
+                if not entry.mounted and _is_placeholder(entry.path):
+                    with self._netns_dir_locked():
+                        os.unlink(entry.path)
+                    self.log.warning(
+                        f"removed broken placeholder {entry.path} (no namespace mounted on it)",
+                        SOCKD_NS=entry.name,
+                    )
+
+    # Helpers --------------------------------------------------------------------------------------
+
+    def _path(self, name: str) -> str:
+        # Names are validated against protocol.NS_NAME_PATTERN before they get here: no "/" or "..".
+        return os.path.join(self.netns_dir, name)
+
+    def _entries(self) -> list[_Entry]:
+        try:
+            names = sorted(os.listdir(self.netns_dir))
+        except FileNotFoundError:
+            return []
+        entries = []
+        for name in names:
+            path = os.path.join(self.netns_dir, name)
+            entries.append(_Entry(name, path, linux.is_namespace_mount(path)))
+        return entries
+
+    def _info(
+        self,
+        name: str,
+        record: Record | None,
+        identity: tuple[int, int] | None,
+        counts: dict[tuple[int, int], int] | None = None,
+    ) -> NsInfo:
+        nsid = None
+        if identity is not None:
+            try:
+                fd = os.open(self._path(name), os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                identity = None
+            else:
+                try:
+                    nsid = linux.get_nsid(fd)
+                except OSError:
+                    nsid = None  # a kernel without nsid support for this pair: report none
+                finally:
+                    os.close(fd)
+        if counts is None and identity is not None:
+            processes = len(linux.processes_in_netns(identity, self.proc))
+        else:
+            processes = (counts or {}).get(identity, 0) if identity else 0
+        return NsInfo(
+            name=name,
+            id=identity[1] if identity else None,
+            owner_uid=record.owner_uid if record else 0,
+            managed=record is not None,
+            created=record.created if record else None,
+            nsid=nsid,
+            processes=processes,
+        )
+
+    def _visible_pids(self, peer: Peer, inside: list[tuple[int, int]]) -> tuple[list[int], int]:
+        if self.policy().sees_all_processes(peer):
+            return sorted(pid for pid, _ in inside), 0
+        visible = sorted(pid for pid, uid in inside if uid == peer.uid)
+        return visible, len(inside) - len(visible)
+
+
+def _is_placeholder(path: str) -> bool:
+    """An empty regular file: what ``ip netns add`` and sockd create before the bind mount."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return os.path.isfile(path) and not os.path.islink(path) and st.st_size == 0

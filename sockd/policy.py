@@ -1,0 +1,90 @@
+"""Who may do what: decided from the peer's kernel credentials and the configured policy."""
+
+import enum
+from dataclasses import dataclass
+
+from sockctl.errors import PermissionDenied, QuotaExceeded
+from sockd.config import Config, resolve_groups
+from sockd.linux import Credentials
+
+
+class Access(enum.Enum):
+    """The rule an operation needs before its handler runs."""
+
+    ANYONE = "anyone"
+    """Read-only: anyone who can connect."""
+    CREATOR = "creator"
+    """Mutating: root, or a member of ``policy.create_groups``. Owner checks follow in the handler."""
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """One connected client, as the kernel described it when it connected."""
+
+    creds: Credentials
+
+    @property
+    def uid(self) -> int:
+        return self.creds.uid
+
+    @property
+    def pid(self) -> int:
+        return self.creds.pid
+
+    @property
+    def root(self) -> bool:
+        return self.creds.uid == 0
+
+    def in_groups(self, gids: frozenset[int]) -> bool:
+        return self.creds.gid in gids or not gids.isdisjoint(self.creds.groups)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    create_gids: frozenset[int]
+    monitor_gids: frozenset[int]
+    create_group_names: tuple[str, ...]
+    namespace_quota: int
+    unknown_groups: tuple[str, ...]
+
+    @classmethod
+    def from_config(cls, config: Config) -> "Policy":
+        create = resolve_groups(config.policy.create_groups)
+        monitor = resolve_groups(config.policy.monitor_groups)
+        return cls(
+            create_gids=create.gids,
+            monitor_gids=monitor.gids,
+            create_group_names=tuple(str(g) for g in config.policy.create_groups),
+            namespace_quota=config.policy.namespace_quota,
+            unknown_groups=create.unknown + monitor.unknown,
+        )
+
+    def may_create(self, peer: Peer) -> bool:
+        return peer.root or peer.in_groups(self.create_gids)
+
+    def sees_all_processes(self, peer: Peer) -> bool:
+        return peer.root or peer.in_groups(self.monitor_gids)
+
+    def authorize(self, access: Access, peer: Peer, op: str) -> None:
+        if access is Access.CREATOR and not self.may_create(peer):
+            groups = ", ".join(self.create_group_names) or "(none configured)"
+            raise PermissionDenied(
+                f"{op} needs membership in group {groups}; uid {peer.uid} is not a member "
+                f"(ask an administrator, then log in again)",
+                details={"uid": peer.uid, "groups": list(self.create_group_names)},
+            )
+
+    def require_owner(self, peer: Peer, owner_uid: int, what: str) -> None:
+        if not peer.root and peer.uid != owner_uid:
+            raise PermissionDenied(
+                f"{what} belongs to uid {owner_uid}; only its owner or root may change it",
+                details={"owner_uid": owner_uid, "uid": peer.uid},
+            )
+
+    def check_quota(self, peer: Peer, owned: int) -> None:
+        if not peer.root and owned >= self.namespace_quota:
+            raise QuotaExceeded(
+                f"uid {peer.uid} owns {owned} namespaces, the quota is {self.namespace_quota}; "
+                f"delete one first",
+                details={"owned": owned, "quota": self.namespace_quota},
+            )
