@@ -188,8 +188,7 @@ class Client:
         for message in self._messages(sock):
             if not message.get("ok"):
                 raise _error_from(message)
-            for raw in message.get("items", ()):
-                items.append(_decode(item_type, raw))
+            items.extend(_decode(item_type, raw) for raw in message.get("items", ()))
             if not message.get("more"):
                 raw_result = message.get("result")
                 result = None if raw_result is None else _decode(reply_type, raw_result)

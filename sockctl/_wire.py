@@ -6,6 +6,7 @@ here, and every descriptor received is either handed to the caller or closed.
 """
 
 import array
+import contextlib
 import os
 import socket
 
@@ -58,7 +59,5 @@ def _collect_fds(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
 def close_all(fds: list[int]) -> None:
     """Close descriptors we received but will not use."""
     for fd in fds:
-        try:
+        with contextlib.suppress(OSError):  # already closed: nothing to release
             os.close(fd)
-        except OSError:
-            pass  # already closed: nothing to release

@@ -36,7 +36,7 @@ class State:
     @property
     def client(self) -> "Client":
         if self._client is None:
-            from sockctl._client import Client  # noqa: PLC0415
+            from sockctl._client import Client
 
             self._client = Client(self.socket_path, timeout=self.timeout)
         return self._client
@@ -53,7 +53,11 @@ def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
 def json_option(fn: F) -> F:
     """``--json`` on a command (the root group takes it too, before the command name)."""
     return click.option(
-        "--json", "json_", is_flag=True, expose_value=False, callback=_set_json,
+        "--json",
+        "json_",
+        is_flag=True,
+        expose_value=False,
+        callback=_set_json,
         help="Print machine-readable JSON instead of a table.",
     )(fn)
 
@@ -62,7 +66,7 @@ class _Group(click.Group):
     """Turns sockd errors into one line on stderr and the error class's exit code."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from sockctl.errors import RequestError, SockdError  # noqa: PLC0415
+        from sockctl.errors import RequestError, SockdError
 
         try:
             return super().invoke(ctx)
@@ -81,11 +85,19 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--socket", "socket_path", envvar="SOCKD_SOCKET", metavar="PATH",
-              help="sockd's socket [env SOCKD_SOCKET; default /run/sockd/sockd.sock].")
-@click.option("--timeout", type=float, default=30.0, show_default=True,
-              help="Seconds to wait for the daemon.")
-@click.option("--json", "json_", is_flag=True, help="Print machine-readable JSON instead of a table.")
+@click.option(
+    "--socket",
+    "socket_path",
+    envvar="SOCKD_SOCKET",
+    metavar="PATH",
+    help="sockd's socket [env SOCKD_SOCKET; default /run/sockd/sockd.sock].",
+)
+@click.option(
+    "--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for the daemon."
+)
+@click.option(
+    "--json", "json_", is_flag=True, help="Print machine-readable JSON instead of a table."
+)
 @click.version_option(VERSION, prog_name="sockctl")
 @click.pass_context
 def cli(ctx: click.Context, socket_path: str | None, timeout: float, json_: bool) -> None:
@@ -120,7 +132,10 @@ def whoami(state: State) -> None:
         ("pid", f"{me.pid}{' (pidfd)' if me.pidfd else ''}"),
         ("may create namespaces", _yes(me.may_create)),
         ("sees all processes", _yes(me.sees_all_processes)),
-        ("namespaces owned", f"{me.namespaces_owned} of {'unlimited' if me.root else me.namespace_quota}"),
+        (
+            "namespaces owned",
+            f"{me.namespaces_owned} of {'unlimited' if me.root else me.namespace_quota}",
+        ),
     ]
     _emit(state, me, lambda: _pairs(rows))
 
@@ -146,7 +161,7 @@ def status(state: State) -> None:
 @cli.command()
 def schema() -> None:
     """Print the protocol's JSON Schema (for clients in other languages)."""
-    from sockctl.schema import json_schema  # noqa: PLC0415
+    from sockctl.schema import json_schema
 
     click.echo(json.dumps(json_schema(), indent=2))
 
@@ -156,11 +171,13 @@ def ns() -> None:
     """Named network namespaces (compatible with `ip netns`)."""
 
 
-def _complete_ns(ctx: click.Context, _param: click.Parameter, incomplete: str) -> "list[CompletionItem]":
-    from click.shell_completion import CompletionItem  # noqa: PLC0415
+def _complete_ns(
+    ctx: click.Context, _param: click.Parameter, incomplete: str
+) -> "list[CompletionItem]":
+    from click.shell_completion import CompletionItem
 
-    from sockctl._client import Client  # noqa: PLC0415
-    from sockctl.errors import SockdError  # noqa: PLC0415
+    from sockctl._client import Client
+    from sockctl.errors import SockdError
 
     socket_path = ctx.find_root().params.get("socket_path")
     try:
@@ -190,8 +207,11 @@ def ns_create(state: State, name: str, no_loopback: bool) -> None:
 
 @ns.command("delete")
 @NS_NAME
-@click.option("--force", is_flag=True,
-              help="Delete even if processes are inside (they keep the namespace alive, unnamed).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Delete even if processes are inside (they keep the namespace alive, unnamed).",
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before --force.")
 @json_option
 @pass_state
@@ -205,8 +225,9 @@ def ns_delete(state: State, name: str, force: bool, yes: bool) -> None:
         if not reply.still_alive:
             return f"deleted {reply.name}"
         pids = " ".join(map(str, reply.pids)) or "-"
-        return (f"deleted the name {reply.name}; processes still inside keep it alive: {pids}"
-                + (f" (+{reply.hidden_pids} of other users)" if reply.hidden_pids else ""))
+        return f"deleted the name {reply.name}; processes still inside keep it alive: {pids}" + (
+            f" (+{reply.hidden_pids} of other users)" if reply.hidden_pids else ""
+        )
 
     _emit(state, reply, text)
 
@@ -285,7 +306,7 @@ def _pairs(rows: Sequence[tuple[str, str]]) -> str:
 
 
 def _user(uid: int) -> str:
-    import pwd  # noqa: PLC0415
+    import pwd
 
     try:
         return pwd.getpwuid(uid).pw_name

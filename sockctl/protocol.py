@@ -55,6 +55,10 @@ Stricter than iproute2 (which takes anything without ``/`` up to NAME_MAX) so th
 paths, log lines and shells, and cannot hide look-alike Unicode characters.
 """
 
+NS_NAME_RULE = (
+    "1-64 characters of A-Z a-z 0-9 _ . -, not starting with . or - (no spaces, slashes or Unicode)"
+)
+
 PID_MAX = 4194304  # PID_MAX_LIMIT on 64-bit Linux
 
 
@@ -101,11 +105,8 @@ class Constraint:
 NsName = Annotated[str, Constraint(min_length=1, max_length=64, pattern=NS_NAME_PATTERN)]
 Pid = Annotated[int, Constraint(ge=1, le=PID_MAX)]
 
-_request = dataclass(frozen=True, kw_only=True, slots=True)
-_reply = dataclass(frozen=True, kw_only=True, slots=True)
 
-
-@_request
+@dataclass(frozen=True, kw_only=True, slots=True)
 class RequestBase:
     """Fields every request carries. Strict types, no extra fields (a plain dict keeps pydantic out)."""
 
@@ -113,28 +114,28 @@ class RequestBase:
     proto: int = PROTOCOL_VERSION
 
 
-@_request
+@dataclass(frozen=True, kw_only=True, slots=True)
 class PingRequest(RequestBase):
     """Check that the daemon answers."""
 
     op: Literal["ping"] = "ping"
 
 
-@_request
+@dataclass(frozen=True, kw_only=True, slots=True)
 class WhoAmIRequest(RequestBase):
     """What the daemon knows about the caller, from the kernel, and what policy allows it."""
 
     op: Literal["whoami"] = "whoami"
 
 
-@_request
+@dataclass(frozen=True, kw_only=True, slots=True)
 class StatusRequest(RequestBase):
     """Daemon version, uptime and counters."""
 
     op: Literal["status"] = "status"
 
 
-@_request
+@dataclass(frozen=True, kw_only=True, slots=True)
 class NsCreateRequest(RequestBase):
     """Create a named network namespace owned by the caller, as ``ip netns add`` would."""
 
@@ -143,7 +144,7 @@ class NsCreateRequest(RequestBase):
     loopback_up: bool = True
 
 
-@_request
+@dataclass(frozen=True, kw_only=True, slots=True)
 class NsDeleteRequest(RequestBase):
     """Delete a named namespace; refused while processes live inside unless ``force``."""
 
@@ -152,14 +153,14 @@ class NsDeleteRequest(RequestBase):
     force: bool = False
 
 
-@_request
+@dataclass(frozen=True, kw_only=True, slots=True)
 class NsListRequest(RequestBase):
     """Every named namespace in the netns directory, made by sockd or by anything else."""
 
     op: Literal["ns.list"] = "ns.list"
 
 
-@_request
+@dataclass(frozen=True, kw_only=True, slots=True)
 class NsIdentifyRequest(RequestBase):
     """Names of the namespace a process is in; the caller's own process when ``pid`` is omitted."""
 
@@ -167,7 +168,7 @@ class NsIdentifyRequest(RequestBase):
     pid: Pid | None = None
 
 
-@_request
+@dataclass(frozen=True, kw_only=True, slots=True)
 class NsPidsRequest(RequestBase):
     """Processes inside a named namespace."""
 
@@ -187,13 +188,13 @@ Request = Union[  # noqa: UP007 -- pydantic reads the discriminator from a typin
 ]
 
 
-@_reply
+@dataclass(frozen=True, kw_only=True, slots=True)
 class PingReply:
     version: str
     protocol: int
 
 
-@_reply
+@dataclass(frozen=True, kw_only=True, slots=True)
 class WhoAmIReply:
     uid: int
     gid: int
@@ -208,7 +209,7 @@ class WhoAmIReply:
     namespaces_owned: int
 
 
-@_reply
+@dataclass(frozen=True, kw_only=True, slots=True)
 class StatusReply:
     version: str
     protocol: int
@@ -220,7 +221,7 @@ class StatusReply:
     config: str | None
 
 
-@_reply
+@dataclass(frozen=True, kw_only=True, slots=True)
 class NsInfo:
     name: str
     id: int | None
@@ -233,7 +234,7 @@ class NsInfo:
     processes: int
 
 
-@_reply
+@dataclass(frozen=True, kw_only=True, slots=True)
 class NsDeleteReply:
     name: str
     pids: list[int]
@@ -242,13 +243,13 @@ class NsDeleteReply:
     still_alive: bool
 
 
-@_reply
+@dataclass(frozen=True, kw_only=True, slots=True)
 class NsIdentifyReply:
     pid: int
     names: list[str]
 
 
-@_reply
+@dataclass(frozen=True, kw_only=True, slots=True)
 class NsPidsResult:
     """The end of an ``ns.pids`` listing: how many pids policy hid from the caller."""
 
@@ -256,7 +257,7 @@ class NsPidsResult:
     hidden: int
 
 
-@_reply
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ErrorInfo:
     code: ErrorCode
     message: str
@@ -341,6 +342,10 @@ def from_wire(tp: Any, value: Any) -> Any:
             return tp(**kwargs)
         except TypeError as exc:
             raise WireTypeError(f"{tp.__name__}: {exc}") from exc
+    return _scalar_from_wire(tp, value)
+
+
+def _scalar_from_wire(tp: Any, value: Any) -> Any:
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         try:
             return tp(value)

@@ -52,7 +52,12 @@ def json_schema() -> dict[str, Any]:
         "x-max-fds": protocol.MAX_FDS,
         "x-envelope": {
             "request": {"proto": protocol.PROTOCOL_VERSION, "op": "<operation>", "...": "fields"},
-            "reply": {"ok": "bool", "more": "bool (listings)", "items": "[item]", "result": "reply"},
+            "reply": {
+                "ok": "bool",
+                "more": "bool (listings)",
+                "items": "[item]",
+                "result": "reply",
+            },
         },
         "oneOf": schema.get("oneOf", []),
         "discriminator": schema.get("discriminator"),

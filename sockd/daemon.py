@@ -19,7 +19,7 @@ from sockctl.errors import (
     UnknownOperation,
     UnsupportedVersion,
 )
-from sockctl.protocol import MAX_MESSAGE, OPERATIONS, PROTOCOL_VERSION, to_wire
+from sockctl.protocol import MAX_MESSAGE, NS_NAME_RULE, OPERATIONS, PROTOCOL_VERSION, to_wire
 from sockctl.schema import request_adapter
 from sockd.config import Config
 from sockd.dispatch import TABLE, Listing
@@ -105,10 +105,14 @@ class Daemon:
             return
         except Exception as exc:  # noqa: BLE001 -- the daemon must answer and keep serving
             self.log.error(
-                f"internal error in {op}: {exc!r}", SOCKD_OP=op, SOCKD_TRACEBACK=traceback.format_exc()
+                f"internal error in {op}: {exc!r}",
+                SOCKD_OP=op,
+                SOCKD_TRACEBACK=traceback.format_exc(),
             )
             self._audit(peer, op, request, "internal_error", repr(exc))
-            yield self.error_reply(InternalError("internal error; the daemon's log has the details"))
+            yield self.error_reply(
+                InternalError("internal error; the daemon's log has the details")
+            )
             return
         finally:
             _wire.close_all(fds)
@@ -142,11 +146,20 @@ class Daemon:
             errors = exc.errors(include_url=False, include_input=False)
             first = errors[0]
             where = ".".join(str(part) for part in first["loc"]) or None
+            why = first["msg"]
+            if (
+                first["type"] in ("string_pattern_mismatch", "string_too_long", "string_too_short")
+                and where == "name"
+            ):
+                why = f"a namespace name is {NS_NAME_RULE}"
             raise InvalidRequest(
-                f"{op}: {where + ': ' if where else ''}{first['msg']}",
+                f"{op}: {where + ': ' if where else ''}{why}",
                 field=where,
-                details={"errors": [{"field": ".".join(map(str, e["loc"])), "message": e["msg"]}
-                                    for e in errors]},
+                details={
+                    "errors": [
+                        {"field": ".".join(map(str, e["loc"])), "message": e["msg"]} for e in errors
+                    ]
+                },
             ) from exc
         return op, request
 
@@ -168,13 +181,15 @@ class Daemon:
         return _dumps({"ok": False, "error": to_wire(exc.info())}).encode()
 
     def _audit(self, peer: Peer, op: str | None, request: Any, result: str, detail: str) -> None:
-        mutating = op is not None and OPERATIONS[op].mutating
-        if not mutating:
+        if op is None or not OPERATIONS[op].mutating:
             if result != "ok":
-                self.log.debug(f"{op or 'request'} refused: {detail}", SOCKD_OP=op,
-                               SOCKD_PEER_UID=peer.uid, SOCKD_RESULT=result)
+                self.log.debug(
+                    f"{op or 'request'} refused: {detail}",
+                    SOCKD_OP=op,
+                    SOCKD_PEER_UID=peer.uid,
+                    SOCKD_RESULT=result,
+                )
             return
-        assert op is not None
         self.log.audit(
             op=op,
             uid=peer.uid,

@@ -83,7 +83,9 @@ def setns(fd: int, nstype: int) -> None:
         _check(_libc.setns(fd, nstype), "setns")
 
 
-def mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+def mount(
+    source: str, target: str, fstype: str | None, flags: int, data: str | None = None
+) -> None:
     _check(
         _libc.mount(
             source.encode(),
@@ -299,7 +301,9 @@ def get_nsid(ns_fd: int) -> int | None:
     attr = _NLATTR.pack(8, _NETNSA_FD) + struct.pack("=I", ns_fd)
     body = struct.pack("=B3x", socket.AF_UNSPEC) + attr
     header = _NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), _RTM_GETNSID, _NLM_F_REQUEST, 1, 0)
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, _NETLINK_ROUTE) as s:
+    with socket.socket(
+        socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, _NETLINK_ROUTE
+    ) as s:
         s.send(header + body)
         reply = s.recv(4096)
     _, kind, _, _, _ = _NLMSG_HDR.unpack_from(reply)

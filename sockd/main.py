@@ -1,5 +1,6 @@
 """``sockd``: the command line of the daemon."""
 
+import contextlib
 import fcntl
 import os
 import sys
@@ -20,35 +21,59 @@ DEFAULT_STATE_DIR = "/run/sockd"
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
-    "--socket", "socket_path", default=DEFAULT_SOCKET, show_default=True, envvar="SOCKD_SOCKET",
+    "--socket",
+    "socket_path",
+    default=DEFAULT_SOCKET,
+    show_default=True,
+    envvar="SOCKD_SOCKET",
     help="Socket to bind when not started by systemd socket activation.",
 )
 @click.option(
-    "--config", "config_path", default=None,
+    "--config",
+    "config_path",
+    default=None,
     help="Policy file (TOML). Default /etc/sockd/sockd.toml if it exists, else built-in defaults.",
 )
 @click.option(
-    "--state-dir", default=DEFAULT_STATE_DIR, show_default=True,
+    "--state-dir",
+    default=DEFAULT_STATE_DIR,
+    show_default=True,
     help="Runtime directory for the ownership registry and the instance lock.",
 )
 @click.option(
-    "--netns-dir", default=DEFAULT_NETNS_DIR, show_default=True,
+    "--netns-dir",
+    default=DEFAULT_NETNS_DIR,
+    show_default=True,
     help="Where named network namespaces live (iproute2 uses /run/netns).",
 )
 @click.option(
-    "--socket-mode", default="0666", show_default=True,
+    "--socket-mode",
+    default="0666",
+    show_default=True,
     help="Mode of a socket sockd binds itself (policy is enforced in the daemon).",
 )
 @click.option(
-    "--log-target", type=click.Choice(["auto", "journal", "stderr"]), default="auto",
-    show_default=True, help="auto: the journal when it is there, else stderr.",
+    "--log-target",
+    type=click.Choice(["auto", "journal", "stderr"]),
+    default="auto",
+    show_default=True,
+    help="auto: the journal when it is there, else stderr.",
 )
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
-              default=None, help="Override the config file's log.level.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default=None,
+    help="Override the config file's log.level.",
+)
 @click.option("--schema", is_flag=True, help="Print the protocol's JSON Schema and exit.")
 @click.option("--check-config", is_flag=True, help="Validate the config file and exit.")
-@click.option("--pause-at", type=click.Choice(Faults.STEPS), default=None, hidden=True,
-              help="Testing only: block a request at this step so a test can kill the daemon.")
+@click.option(
+    "--pause-at",
+    type=click.Choice(Faults.STEPS),
+    default=None,
+    hidden=True,
+    help="Testing only: block a request at this step so a test can kill the daemon.",
+)
 @click.version_option(VERSION, prog_name="sockd")
 def main(
     socket_path: str,
@@ -90,8 +115,19 @@ def main(
         mode = int(socket_mode, 8)
     except ValueError as exc:
         raise click.BadParameter("an octal mode such as 0666", param_hint="--socket-mode") from exc
-    sys.exit(_run(config, config_path, socket_path, state_dir, netns_dir, mode, log_target,
-                  log_level or config.log.level, pause_at))
+    sys.exit(
+        _run(
+            config,
+            config_path,
+            socket_path,
+            state_dir,
+            netns_dir,
+            mode,
+            log_target,
+            log_level or config.log.level,
+            pause_at,
+        )
+    )
 
 
 def _run(
@@ -126,8 +162,14 @@ def _run(
         log.error(str(exc))
         return 1
     try:
-        daemon = Daemon(config, config_path=config_path, state_dir=state_dir, log=log,
-                        netns_dir=netns_dir, pause_at=pause_at)
+        daemon = Daemon(
+            config,
+            config_path=config_path,
+            state_dir=state_dir,
+            log=log,
+            netns_dir=netns_dir,
+            pause_at=pause_at,
+        )
         daemon.namespaces.reconcile()
         server = Server(daemon, listener.sock, lambda: daemon.config.limits, log, notify)
 
@@ -142,8 +184,10 @@ def _run(
         server.reload = reload
         where = listener.path or "the socket passed by systemd"
         log.info(f"sockd {VERSION} serving on {where}", SOCKD_SOCKET=listener.path)
-        notify(f"READY=1\nSTATUS=Serving on {where}; "
-               f"{daemon.namespaces.count_managed()} namespaces managed")
+        notify(
+            f"READY=1\nSTATUS=Serving on {where}; "
+            f"{daemon.namespaces.count_managed()} namespaces managed"
+        )
         server.run()
     finally:
         listener.close()
@@ -159,9 +203,7 @@ def _notifier() -> Callable[[str], None]:
     from systemd import daemon
 
     def notify(state: str) -> None:
-        try:
+        with contextlib.suppress(OSError):  # systemd went away; nothing to tell
             daemon.notify(state)
-        except OSError:
-            pass  # systemd went away; nothing to tell
 
     return notify

@@ -123,7 +123,9 @@ class Namespaces:
             if not os.path.lexists(path):
                 raise NotFound(f"no namespace named {name}", field="name")
             record = self.registry.get(name)
-            self.policy().require_owner(peer, record.owner_uid if record else 0, f"namespace {name}")
+            self.policy().require_owner(
+                peer, record.owner_uid if record else 0, f"namespace {name}"
+            )
             inside: list[tuple[int, int]] = []
             if linux.is_namespace_mount(path):
                 inside = linux.processes_in_netns(linux.ns_identity(path), self.proc)

@@ -89,7 +89,6 @@ class Registry:
                 state=data["state"] if data["state"] in ("creating", "ready") else "creating",
             )
         except (ValueError, KeyError, TypeError) as exc:
-            path = self._path(name)
             raise self._quarantine(name, f"unreadable ({exc})") from exc
         if record.name != name:
             raise self._quarantine(name, f"names {record.name!r}")

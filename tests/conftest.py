@@ -1,0 +1,359 @@
+"""Shared fixtures: a real sockd on a private socket/state dir, clients as real other uids.
+
+Nothing here is mocked: the daemon runs as root in a subprocess, namespaces are real ``/run/netns``
+entries (named with a per-run prefix so cleanup can find them), and unprivileged clients run under
+``setpriv`` with uids that need no passwd entry.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sockctl import Client, DaemonUnavailable
+from sockd import linux
+
+REPO = Path(__file__).resolve().parent.parent
+NETNS_DIR = "/run/netns"
+PREFIX = f"sdt{os.getpid() % 100000}-"
+"""Every namespace a test makes starts with this, so the session sweep can remove leftovers."""
+
+# Test identities. None of them needs a passwd entry.
+MEMBER = (23001, 23001, (23100,))  # uid, gid, supplementary groups: in the create group
+OUTSIDER = (23002, 23002, ())  # no groups at all
+OTHER_MEMBER = (23003, 23003, (23100,))
+MONITOR = (23004, 23004, (23100, 23101))
+CREATE_GID = 23100
+MONITOR_GID = 23101
+
+DEFAULT_CONFIG = f"""
+[policy]
+create_groups = [{CREATE_GID}]
+monitor_groups = [{MONITOR_GID}]
+namespace_quota = 4
+
+[limits]
+max_connections = 64
+max_connections_per_uid = 16
+idle_timeout = 30.0
+send_timeout = 2.0
+"""
+
+_counter = iter(range(1_000_000))
+
+
+def ns_name(tag: str = "ns") -> str:
+    """A fresh namespace name owned by this test run."""
+    return f"{PREFIX}{tag}{next(_counter)}"
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("these tests need root (real namespaces, setpriv); run them as root")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sweep_namespaces() -> Iterator[None]:
+    """Remove any namespace this run left behind, even after failures."""
+    yield
+    leftovers = []
+    with contextlib.suppress(FileNotFoundError):
+        leftovers = [n for n in os.listdir(NETNS_DIR) if n.startswith(PREFIX)]
+    for name in leftovers:
+        path = os.path.join(NETNS_DIR, name)
+        with contextlib.suppress(OSError):
+            linux.umount2(path, linux.MNT_DETACH)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+@pytest.fixture(scope="session")
+def user_python() -> Iterator[tuple[str, str]]:
+    """(interpreter, PYTHONPATH) that unprivileged uids can run sockctl with.
+
+    The pyenv interpreters and a checkout under /root are unreadable for other uids, so the client
+    packages are copied to a world-readable directory and run with a system-Python venv.
+    """
+    python = os.environ.get("SOCKD_TEST_USER_PYTHON", "/var/cache/sockd-test/py3.11/bin/python")
+    if not os.access(python, os.X_OK):
+        pytest.fail(f"{python} missing: run `make test-venv` (or set SOCKD_TEST_USER_PYTHON)")
+    tree = tempfile.mkdtemp(prefix="sockd-src-")
+    for package in ("sockctl", "sockd"):
+        shutil.copytree(
+            REPO / package, Path(tree) / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    for path in [Path(tree), *Path(tree).rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    yield python, tree
+    shutil.rmtree(tree, ignore_errors=True)
+
+
+@dataclass
+class Daemon:
+    """A running sockd subprocess with its own socket, state dir and config."""
+
+    directory: Path
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    extra_args: Sequence[str] = ()
+    clients: list[Client] = field(default_factory=list)
+
+    @property
+    def socket(self) -> str:
+        return str(self.directory / "sockd.sock")
+
+    @property
+    def state_dir(self) -> str:
+        return str(self.directory / "state")
+
+    @property
+    def config(self) -> Path:
+        return self.directory / "sockd.toml"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def audit(self) -> list[dict[str, str]]:
+        """The audit records logged so far, as dicts of their SOCKD_* fields."""
+        return [_fields(line) for line in self.log().splitlines() if "SOCKD_AUDIT=1" in line]
+
+    def client(self, timeout: float = 10.0) -> Client:
+        client = Client(self.socket, timeout=timeout)
+        self.clients.append(client)
+        return client
+
+    def fd_count(self) -> int:
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
+    def wait_for_log(self, needle: str, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while needle not in self.log():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"sockd exited ({self.proc.returncode}):\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{needle!r} not in the daemon log:\n{self.log()}")
+            time.sleep(0.02)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        for client in self.clients:
+            client.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def restart(self, *extra: str) -> "Daemon":
+        self.stop()
+        return start_daemon(self.directory, extra or self.extra_args, write_config=False)
+
+
+def _fields(line: str) -> dict[str, str]:
+    fields = {}
+    for token in line.split(" "):
+        key, sep, value = token.partition("=")
+        if sep and key.startswith("SOCKD_"):
+            fields[key] = value
+    return fields
+
+
+def start_daemon(
+    directory: Path,
+    extra_args: Sequence[str] = (),
+    *,
+    config: str = DEFAULT_CONFIG,
+    write_config: bool = True,
+    wait: bool = True,
+) -> Daemon:
+    require_root()
+    if write_config:
+        (directory / "sockd.toml").write_text(config)
+    log_path = directory / f"sockd-{time.monotonic_ns()}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sockd",
+                "--socket",
+                str(directory / "sockd.sock"),
+                "--state-dir",
+                str(directory / "state"),
+                "--config",
+                str(directory / "sockd.toml"),
+                "--log-target",
+                "stderr",
+                "--log-level",
+                "debug",
+                *extra_args,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    daemon = Daemon(directory, proc, log_path, extra_args)
+    if wait:
+        daemon.wait_for_log("serving on")
+    return daemon
+
+
+@pytest.fixture
+def daemon_dir() -> Iterator[Path]:
+    # A short path: AF_UNIX socket paths are limited to 108 bytes. World-traversable, so that
+    # test uids can reach the socket.
+    directory = Path(tempfile.mkdtemp(prefix="sockd-"))
+    directory.chmod(0o755)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def daemon(daemon_dir: Path) -> Iterator[Daemon]:
+    """A fresh sockd for one test; stopped (and checked to exit 0) afterwards."""
+    running = [start_daemon(daemon_dir)]
+    yield running[0]
+    running[0].stop()
+
+
+@pytest.fixture(scope="module")
+def shared_daemon() -> Iterator[Daemon]:
+    """One sockd for a whole module of tests that do not disturb each other."""
+    directory = Path(tempfile.mkdtemp(prefix="sockd-"))
+    directory.chmod(0o755)
+    daemon = start_daemon(directory)
+    yield daemon
+    daemon.stop()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+def sockctl(
+    daemon: Daemon,
+    *args: str,
+    who: tuple[int, int, tuple[int, ...]] | None = None,
+    user_python: tuple[str, str] | None = None,
+    stdin: str | None = None,
+    timeout: float = 30.0,
+) -> Result:
+    """Run the sockctl CLI against ``daemon``, as root or as the identity ``who``."""
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "SOCKD_SOCKET": daemon.socket,
+        "LANG": "C.UTF-8",
+    }
+    if who is None:
+        cmd = [sys.executable, "-m", "sockctl", *args]
+        env["PYTHONPATH"] = str(REPO)
+    else:
+        assert user_python is not None, "pass the user_python fixture to run as another uid"
+        python, tree = user_python
+        uid, gid, groups = who
+        group_arg = f"--groups={','.join(map(str, groups))}" if groups else "--clear-groups"
+        cmd = [
+            "setpriv",
+            f"--reuid={uid}",
+            f"--regid={gid}",
+            group_arg,
+            python,
+            "-m",
+            "sockctl",
+            *args,
+        ]
+        env["PYTHONPATH"] = tree
+    proc = subprocess.run(
+        cmd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd="/",
+        check=False,
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def as_user(
+    who: tuple[int, int, tuple[int, ...]],
+    user_python: tuple[str, str],
+    code: str,
+    socket_path: str,
+    timeout: float = 60.0,
+) -> Any:
+    """Run Python ``code`` as ``who``; it must print one JSON document, which is returned."""
+    python, tree = user_python
+    uid, gid, groups = who
+    group_arg = f"--groups={','.join(map(str, groups))}" if groups else "--clear-groups"
+    proc = subprocess.run(
+        ["setpriv", f"--reuid={uid}", f"--regid={gid}", group_arg, python, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd="/",
+        check=False,
+        env={"PYTHONPATH": tree, "SOCKD_SOCKET": socket_path, "PATH": "/usr/bin:/bin"},
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"as uid {uid} failed ({proc.returncode}):\n{proc.stderr}")
+    return json.loads(proc.stdout)
+
+
+def wait_gone(path: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} still exists")
+        time.sleep(0.02)
+
+
+def connect_raw(path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sock.settimeout(10)
+    sock.connect(path)
+    return sock
+
+
+def raw_call(sock: socket.socket, message: bytes | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(message, dict):
+        message = json.dumps(message).encode()
+    sock.send(message)
+    reply: dict[str, Any] = json.loads(sock.recv(70000))
+    return reply
+
+
+def ip_netns_list() -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    return [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
+
+
+__all__ = ["DaemonUnavailable"]
