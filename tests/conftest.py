@@ -209,6 +209,8 @@ def start_daemon(
                 *extra_args,
             ],
             stdin=subprocess.DEVNULL,
+            # This checkout, whatever the venv's editable install points at.
+            env={**os.environ, "PYTHONPATH": str(REPO)},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
