@@ -9,9 +9,13 @@
             client.ns_create("test")
         except PermissionDenied as exc:
             print(exc)
+        status = client.exec("test", ["ip", "-br", "link"])     # as yourself, inside "test"
+        server = client.open_socket("tcp:0.0.0.0:80", ns="test")  # a socket made inside "test"
 """
 
+from sockctl import oob
 from sockctl._client import Client
+from sockctl._exec import DEVNULL, FORWARDED_SIGNALS, PIPE, NsProcess
 from sockctl.errors import (
     AlreadyExists,
     Busy,
@@ -31,13 +35,17 @@ from sockctl.errors import (
     UnknownOperation,
     UnsupportedVersion,
 )
+from sockctl.oob import recv_until_mark, recv_urgent, send_urgent, sockatmark
 from sockctl.protocol import (
     VERSION,
+    ExecExit,
+    ExecStarted,
     NsDeleteReply,
     NsIdentifyReply,
     NsInfo,
     NsPidsResult,
     PingReply,
+    SockOpenReply,
     StatusReply,
     WhoAmIReply,
 )
@@ -45,11 +53,16 @@ from sockctl.protocol import (
 __version__ = VERSION
 
 __all__ = [
+    "DEVNULL",
+    "FORWARDED_SIGNALS",
+    "PIPE",
     "AlreadyExists",
     "Busy",
     "Client",
     "DaemonTimeout",
     "DaemonUnavailable",
+    "ExecExit",
+    "ExecStarted",
     "InternalError",
     "InvalidRequest",
     "MalformedMessage",
@@ -59,11 +72,13 @@ __all__ = [
     "NsIdentifyReply",
     "NsInfo",
     "NsPidsResult",
+    "NsProcess",
     "PermissionDenied",
     "PingReply",
     "ProtocolError",
     "QuotaExceeded",
     "RequestError",
+    "SockOpenReply",
     "SockdError",
     "StatusReply",
     "TooManyConnections",
@@ -71,4 +86,9 @@ __all__ = [
     "UnsupportedVersion",
     "WhoAmIReply",
     "__version__",
+    "oob",
+    "recv_until_mark",
+    "recv_urgent",
+    "send_urgent",
+    "sockatmark",
 ]

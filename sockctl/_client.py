@@ -1,28 +1,27 @@
 """The sockctl client: one typed method per operation over one SEQPACKET connection."""
 
+import contextlib
 import errno
 import json
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from sockctl import _wire
+from sockctl._reply import decode, error_from, read_message
 from sockctl.errors import (
     DaemonTimeout,
     DaemonUnavailable,
     ProtocolError,
-    SockdError,
-    from_info,
 )
 from sockctl.protocol import (
     DEFAULT_SOCKET,
     OPERATIONS,
     PROTOCOL_VERSION,
     SOCKET_ENV,
-    ErrorInfo,
     NsCreateRequest,
     NsDeleteReply,
     NsDeleteRequest,
@@ -38,10 +37,11 @@ from sockctl.protocol import (
     StatusRequest,
     WhoAmIReply,
     WhoAmIRequest,
-    WireTypeError,
-    from_wire,
     to_wire,
 )
+
+if TYPE_CHECKING:
+    from sockctl._exec import NsProcess, Stdio
 
 _START_HINT = "is sockd running? `systemctl start sockd.socket`, or run `sockd` as root"
 
@@ -141,18 +141,140 @@ class Client:
         items, result = self._listing(NsPidsRequest(name=name))
         return items, result
 
+    # Acting inside namespaces as yourself (issue 5) ----------------------------------------------
+
+    def popen(
+        self,
+        name: str,
+        argv: Iterable[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        stdin: "Stdio" = None,
+        stdout: "Stdio" = None,
+        stderr: "Stdio" = None,
+    ) -> "NsProcess":
+        """Start ``argv`` inside namespace ``name`` as yourself; returns a Popen-like handle.
+
+        ::
+
+            with client.popen("test", ["ip", "-br", "addr"], stdout=sockctl.PIPE) as proc:
+                out, _ = proc.communicate()
+
+        The command runs with your uid, gid and groups and no capabilities, in the namespace's
+        environment as ``ip netns exec`` builds it (/etc/netns/NAME over /etc, its own /sys).
+        ``env`` defaults to this process's environment, ``cwd`` to its working directory (which
+        must be one you may enter), the umask to this process's. ``stdin``/``stdout``/``stderr``:
+        None inherits this process's, :data:`PIPE` makes a pipe, :data:`DEVNULL` /dev/null, or a
+        file object or descriptor. The handle uses a connection of its own; closing it (or this
+        process dying) kills the command. Raises :class:`~sockctl.errors.PermissionDenied` for a
+        namespace you may not enter or a directory you cannot enter, and
+        :class:`~sockctl.errors.NotFound` for a missing namespace or command.
+        """
+        proc = self._exec_handle(argv)
+        try:
+            proc.launch(name, env=env, cwd=cwd, stdio=(stdin, stdout, stderr))
+        except BaseException:
+            proc.close()
+            raise
+        return proc
+
+    def exec(
+        self,
+        name: str,
+        argv: Iterable[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        stdin: "Stdio" = None,
+        stdout: "Stdio" = None,
+        stderr: "Stdio" = None,
+        forward_signals: Iterable[int] = (),
+    ) -> int:
+        """Run ``argv`` inside namespace ``name`` as yourself and wait; returns its returncode.
+
+        ::
+
+            status = client.exec("test", ["ping", "-c1", "10.0.0.2"])
+
+        Like :attr:`subprocess.Popen.returncode`: the exit code, or ``-N`` after a death by signal N.
+        ``forward_signals`` (e.g. :data:`FORWARDED_SIGNALS`) are passed on to the command while it
+        runs (only from the main thread). Other arguments as for :meth:`popen`.
+        """
+        # Forwarding starts before the request goes out: a Ctrl-C at any moment reaches the command.
+        with self._exec_handle(argv) as proc, proc.forwarding(forward_signals):
+            proc.launch(name, env=env, cwd=cwd, stdio=(stdin, stdout, stderr))
+            return proc.wait()
+
+    def _exec_handle(self, argv: Iterable[str]) -> "NsProcess":
+        from sockctl._exec import NsProcess  # only commands that run things pay for subprocess
+
+        return NsProcess(_connect_socket(self.socket_path, self.timeout), list(argv), self.timeout)
+
+    def open_socket(
+        self,
+        address: str,
+        *,
+        ns: str | None = None,
+        backlog: int | None = 128,
+        reuseaddr: bool = True,
+        reuseport: bool = False,
+        v6only: bool | None = None,
+    ) -> socket.socket:
+        """A socket made inside namespace ``ns`` (None: the host's), bound to ``address``.
+
+        ::
+
+            server = client.open_socket("tcp:0.0.0.0:80", ns="test")   # listening
+            udp = client.open_socket("udp:[::]:53", ns="test")
+            outbound = client.open_socket("tcp", ns="test")            # unbound, to connect()
+
+        ``address`` is ``tcp:HOST:PORT``, ``udp:HOST:PORT`` (HOST an IP address, IPv6 in brackets),
+        ``tcp``/``udp``/``tcp6``/``udp6`` for an unbound socket, or ``unix:/path``, ``unix:@name``,
+        ``unix-dgram:...``, ``unix-seqpacket:...``. Stream sockets listen with ``backlog`` (None:
+        do not listen); ``reuseaddr`` applies to inet sockets. Any port is allowed in a namespace
+        you may enter; in the host, ports below 1024 only as the daemon's policy grants.
+        """
+        from sockctl import _address  # ipaddress is not needed by other commands
+
+        request = _address.parse(address).request(
+            ns=ns, backlog=backlog, reuseaddr=reuseaddr, reuseport=reuseport, v6only=v6only
+        )
+        result, fds = self._call_with_fds(request)
+        try:
+            if not 0 <= result.fd < len(fds):
+                raise ProtocolError("sockd did not send the socket it described")
+            sock = socket.socket(fileno=fds.pop(result.fd))
+        finally:
+            _wire.close_all(fds)
+        try:
+            _address.finish(sock, result, backlog)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
     # Transport --------------------------------------------------------------------------------
 
     def _call(self, request: Any) -> Any:
-        items, result = self._exchange(request)
+        items, result, _ = self._exchange(request)
         if items:
             raise ProtocolError(f"{request.op}: unexpected listing in reply")
         return result
 
-    def _listing(self, request: Any) -> tuple[list[Any], Any]:
-        return self._exchange(request)
+    def _call_with_fds(self, request: Any) -> tuple[Any, list[int]]:
+        """A plain call whose reply carries descriptors; the caller owns them."""
+        items, result, fds = self._exchange(request)
+        if items:
+            _wire.close_all(fds)
+            raise ProtocolError(f"{request.op}: unexpected listing in reply")
+        return result, fds
 
-    def _exchange(self, request: Any) -> tuple[list[Any], Any]:
+    def _listing(self, request: Any) -> tuple[list[Any], Any]:
+        items, result, _ = self._exchange(request)
+        return items, result
+
+    def _exchange(self, request: Any) -> tuple[list[Any], Any, list[int]]:
         operation = OPERATIONS[request.op]
         payload = json.dumps({"proto": PROTOCOL_VERSION, **to_wire(request)}).encode()
         with self._lock:
@@ -168,7 +290,7 @@ class Client:
                 sock = self._connect()
                 self._send_or_fail(sock, payload)
             try:
-                return self._read_reply(sock, operation.reply, operation.item)
+                return self._read_reply(sock, operation.reply, operation.item, operation.gives_fds)
             except BaseException:
                 # Whatever went wrong, the stream position is unknown now: start afresh next time.
                 self._drop()
@@ -182,57 +304,54 @@ class Client:
             raise DaemonUnavailable(f"cannot send to sockd: {exc}") from exc
 
     def _read_reply(
-        self, sock: socket.socket, reply_type: Any, item_type: Any
-    ) -> tuple[list[Any], Any]:
+        self, sock: socket.socket, reply_type: Any, item_type: Any, gives_fds: bool
+    ) -> tuple[list[Any], Any, list[int]]:
         items: list[Any] = []
-        for message in self._messages(sock):
-            if not message.get("ok"):
-                raise _error_from(message)
-            items.extend(_decode(item_type, raw) for raw in message.get("items", ()))
-            if not message.get("more"):
-                raw_result = message.get("result")
-                result = None if raw_result is None else _decode(reply_type, raw_result)
-                return items, result
+        kept: list[int] = []
+        with contextlib.ExitStack() as on_error:
+            on_error.callback(_wire.close_all, kept)
+            for message, fds in self._messages(sock):
+                if gives_fds:
+                    kept.extend(fds)
+                else:
+                    _wire.close_all(fds)  # not the contract: never keep what we did not ask for
+                if not message.get("ok"):
+                    raise error_from(message)
+                items.extend(decode(item_type, raw) for raw in message.get("items", ()))
+                if not message.get("more"):
+                    raw_result = message.get("result")
+                    result = None if raw_result is None else decode(reply_type, raw_result)
+                    on_error.pop_all()
+                    return items, result, kept
         raise DaemonUnavailable("sockd closed the connection before answering")
 
-    def _messages(self, sock: socket.socket) -> Iterator[dict[str, Any]]:
+    def _messages(self, sock: socket.socket) -> Iterator[tuple[dict[str, Any], list[int]]]:
         while True:
-            try:
-                data, fds = _wire.recv(sock)
-            except TimeoutError as exc:
-                raise DaemonTimeout(f"sockd did not answer within {self.timeout} s") from exc
-            except SockdError:
-                raise
-            except OSError as exc:
-                raise DaemonUnavailable(f"lost the connection to sockd: {exc}") from exc
-            _wire.close_all(fds)  # no operation of this protocol version returns descriptors yet
-            if not data:
+            message, fds = read_message(sock, self.timeout)
+            if message is None:
                 return
-            try:
-                message = json.loads(data)
-            except ValueError as exc:
-                raise ProtocolError(f"sockd sent a reply that is not JSON: {exc}") from exc
-            if not isinstance(message, dict):
-                raise ProtocolError("sockd sent a reply that is not a JSON object")
-            yield message
+            yield message, fds
 
     def _connect(self) -> socket.socket:
-        if self._sock is not None:
-            return self._sock
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.socket_path)
-        except BaseException as exc:
-            sock.close()
-            raise _connect_error(self.socket_path, exc) from exc
-        self._sock = sock
-        return sock
+        if self._sock is None:
+            self._sock = _connect_socket(self.socket_path, self.timeout)
+        return self._sock
 
     def _drop(self) -> None:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+def _connect_socket(path: str, timeout: float | None) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+    except BaseException as exc:
+        sock.close()
+        raise _connect_error(path, exc) from exc
+    return sock
 
 
 def _connect_error(path: str, exc: BaseException) -> BaseException:
@@ -251,18 +370,3 @@ def _connect_error(path: str, exc: BaseException) -> BaseException:
     if isinstance(exc, OSError):
         return DaemonUnavailable(f"cannot connect to {path}: {exc}")
     return exc
-
-
-def _decode(tp: Any, raw: Any) -> Any:
-    try:
-        return from_wire(tp, raw)
-    except (WireTypeError, KeyError) as exc:
-        raise ProtocolError(f"sockd sent a reply that breaks the contract: {exc}") from exc
-
-
-def _error_from(message: dict[str, Any]) -> SockdError:
-    try:
-        info: ErrorInfo = from_wire(ErrorInfo, message.get("error"))
-    except (WireTypeError, KeyError) as exc:
-        return ProtocolError(f"sockd sent an error reply that breaks the contract: {exc}")
-    return from_info(info)

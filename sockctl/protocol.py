@@ -18,6 +18,16 @@ A reply is one or more datagrams, answering the requests of a connection in orde
 Listings (``OPERATIONS[op].item`` is set) stream their items over as many messages as they need, each at
 most ``MAX_MESSAGE`` bytes, so neither side holds a whole large result in one buffer.
 
+Sessions (``OPERATIONS[op].follow_ups`` is not empty; ``ns.exec``) use the listing envelope for events:
+each event is one ``{"ok": true, "more": true, "items": [event]}`` message sent when it happens, and the
+last message carries the final result. While a session runs, the client may send the follow-up requests
+the operation names (``exec.signal``) on the same connection; they get no answer of their own, and any
+other request ends the session with an error. Closing the connection ends the session (``ns.exec``
+kills the command). A client uses one connection per session.
+
+Replies of operations with ``gives_fds`` carry descriptors as SCM_RIGHTS in the message, referred to by
+index in the result (``SockOpenReply.fd``).
+
 The types here are standard-library dataclasses on purpose: the daemon validates requests with pydantic
 (strict, extra fields forbidden) and exports the JSON Schema from the same classes, while the client and
 CLI never import pydantic, whose import and first model build cost ~85 ms of start-up (measured; the
@@ -176,6 +186,92 @@ class NsPidsRequest(RequestBase):
     name: NsName
 
 
+# Acting inside a namespace as the caller: ns.exec, exec.signal, sock.open ---------------------------
+
+FdIndex = Annotated[int, Constraint(ge=0, le=MAX_FDS - 1)]
+"""Index of a descriptor in the SCM_RIGHTS array of the same message."""
+
+MAX_ARGV = 1024
+MAX_ENV = 1024
+NO_NUL = r"^[^\x00]*$"
+Arg = Annotated[str, Constraint(pattern=NO_NUL)]
+EnvName = Annotated[str, Constraint(min_length=1, max_length=4096, pattern=r"^[^=\x00]+$")]
+AbsolutePath = Annotated[str, Constraint(min_length=1, max_length=4096, pattern=r"^/[^\x00]*$")]
+Signal = Annotated[int, Constraint(ge=1, le=64)]
+Port = Annotated[int, Constraint(ge=0, le=65535)]
+Backlog = Annotated[int, Constraint(ge=0, le=65535)]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NsExecRequest(RequestBase):
+    """Run ``argv`` inside the named namespace as the caller (uid, gid and groups from the kernel).
+
+    The command gets the environment of ``ip netns exec NAME`` (its own mount namespace, a fresh /sys,
+    ``/etc/netns/NAME/*`` over ``/etc``), then the caller's identity with no capabilities, then ``cwd``
+    (entered as the caller: one it cannot enter is refused), ``umask`` and exactly ``env``. ``argv[0]``
+    is looked up in ``env["PATH"]``; nothing is run through a shell. ``stdin``/``stdout``/``stderr`` are
+    indexes of descriptors sent with the request; ``null`` means /dev/null.
+
+    A session: the daemon answers with an :class:`ExecStarted` event once the command runs, then with
+    :class:`ExecExit` when it has ended. Meanwhile the client may send :class:`ExecSignalRequest`; if the
+    connection closes, the command's process group is killed.
+    """
+
+    op: Literal["ns.exec"] = "ns.exec"
+    name: NsName
+    argv: Annotated[list[Arg], Constraint(min_length=1, max_length=MAX_ARGV)]
+    env: Annotated[dict[EnvName, Arg], Constraint(max_length=MAX_ENV)] = dataclasses.field(
+        default_factory=dict
+    )
+    cwd: AbsolutePath = "/"
+    umask: Annotated[int, Constraint(ge=0, le=0o777)] = 0o022
+    stdin: FdIndex | None = None
+    stdout: FdIndex | None = None
+    stderr: FdIndex | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ExecSignalRequest(RequestBase):
+    """Follow-up of ``ns.exec`` on its connection: deliver ``signal`` to the command's process group.
+
+    Not answered. Outside a running ``ns.exec`` it is refused with ``invalid_request``.
+    """
+
+    op: Literal["exec.signal"] = "exec.signal"
+    signal: Signal
+
+
+SocketFamily = Literal["inet", "inet6", "unix"]
+SocketType = Literal["stream", "dgram", "seqpacket"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SockOpenRequest(RequestBase):
+    """Create a socket inside namespace ``ns`` (the host's when null), bind it and hand it over.
+
+    ``address``: an IP address for inet/inet6 (with ``port``), an absolute path or ``@name`` (abstract)
+    for unix; null leaves the socket unbound (to connect from inside the namespace). The socket is made
+    with the caller's filesystem identity: a unix path is created with the caller's permissions and
+    owned by the caller, and ``ss -e`` shows the caller's uid. ``backlog`` makes an inet stream socket
+    listen. A unix socket is never put in listening state by the daemon: a listener's SO_PEERCRED names
+    whoever called listen(), which must be the caller, not root; the client listens itself.
+
+    Policy: any port in a namespace the caller may enter (its owner, root, ``policy.exec_groups``); in
+    the host, ports 1-1023 only as granted by ``policy.privileged_ports``.
+    """
+
+    op: Literal["sock.open"] = "sock.open"
+    ns: NsName | None = None
+    family: SocketFamily
+    type: SocketType = "stream"
+    address: Annotated[str, Constraint(min_length=1, max_length=4096, pattern=NO_NUL)] | None = None
+    port: Port = 0
+    backlog: Backlog | None = None
+    reuseaddr: bool = False
+    reuseport: bool = False
+    v6only: bool | None = None
+
+
 Request = Union[  # noqa: UP007 -- pydantic reads the discriminator from a typing.Union
     PingRequest,
     WhoAmIRequest,
@@ -185,6 +281,10 @@ Request = Union[  # noqa: UP007 -- pydantic reads the discriminator from a typin
     NsListRequest,
     NsIdentifyRequest,
     NsPidsRequest,
+    # issue 5
+    NsExecRequest,
+    ExecSignalRequest,
+    SockOpenRequest,
 ]
 
 
@@ -258,6 +358,46 @@ class NsPidsResult:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class ExecStarted:
+    """``ns.exec`` event: the command runs, as process ``pid`` (in the daemon's pid namespace)."""
+
+    pid: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ExecExit:
+    """The end of an ``ns.exec``: exactly one of ``exit_code`` and ``signal`` is set."""
+
+    pid: int
+    exit_code: int | None
+    signal: int | None
+
+    @property
+    def returncode(self) -> int:
+        """As :attr:`subprocess.Popen.returncode`: the exit code, or ``-N`` for a death by signal N."""
+        return -self.signal if self.signal is not None else self.exit_code or 0
+
+    @property
+    def status(self) -> int:
+        """As a shell reports it: the exit code, or ``128 + N`` for a death by signal N."""
+        return 128 + self.signal if self.signal is not None else self.exit_code or 0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SockOpenReply:
+    """The socket ``sock.open`` made: descriptor ``fd`` of the reply's SCM_RIGHTS array."""
+
+    fd: int
+    ns: str | None
+    family: SocketFamily
+    type: SocketType
+    address: str | None
+    """The bound address as the kernel reports it (``@name`` for an abstract unix name)."""
+    port: int | None
+    listening: bool
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ErrorInfo:
     code: ErrorCode
     message: str
@@ -270,7 +410,9 @@ class Operation:
     """What one operation takes and gives back.
 
     ``reply`` is the whole answer of a plain operation. For a listing, ``item`` is the type of each
-    streamed item and ``reply`` (if any) the summary sent with the last part.
+    streamed item and ``reply`` (if any) the summary sent with the last part. A session (non-empty
+    ``follow_ups``) streams events of type ``item`` and ends with ``reply``; the client may send the
+    requests named in ``follow_ups`` while it runs. ``gives_fds``: the reply carries descriptors.
     """
 
     request: type[Any]
@@ -278,6 +420,8 @@ class Operation:
     item: type[Any] | None = None
     takes_fds: bool = False
     mutating: bool = False
+    gives_fds: bool = False
+    follow_ups: tuple[str, ...] = ()
 
 
 OPERATIONS: dict[str, Operation] = {
@@ -289,6 +433,18 @@ OPERATIONS: dict[str, Operation] = {
     "ns.list": Operation(NsListRequest, None, item=NsInfo),
     "ns.identify": Operation(NsIdentifyRequest, NsIdentifyReply),
     "ns.pids": Operation(NsPidsRequest, NsPidsResult, item=int),
+    # issue 5: acting inside a namespace as the caller. Both are audited like mutations: root acts
+    # on the caller's behalf.
+    "ns.exec": Operation(
+        NsExecRequest,
+        ExecExit,
+        item=ExecStarted,
+        takes_fds=True,
+        mutating=True,
+        follow_ups=("exec.signal",),
+    ),
+    "exec.signal": Operation(ExecSignalRequest, None),
+    "sock.open": Operation(SockOpenRequest, SockOpenReply, mutating=True, gives_fds=True),
 }
 """Every operation by its ``op`` name."""
 

@@ -1,12 +1,14 @@
 """The daemon's state and its request path: bytes in → parse, validate, authorize, act → bytes out."""
 
+import contextlib
 import json
+import socket
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
@@ -22,7 +24,9 @@ from sockctl.errors import (
 from sockctl.protocol import MAX_MESSAGE, NS_NAME_RULE, OPERATIONS, PROTOCOL_VERSION, to_wire
 from sockctl.schema import request_adapter
 from sockd.config import Config
-from sockd.dispatch import TABLE, Listing
+from sockd.dispatch import TABLE, Call, Fds, Listing, Session, WithFds
+from sockd.execution import Executor
+from sockd.handover import SocketOpener
 from sockd.log import Logger
 from sockd.netns import DEFAULT_NETNS_DIR, Faults, Namespaces
 from sockd.policy import Peer, Policy
@@ -33,6 +37,13 @@ _CHUNK = MAX_MESSAGE - 1024  # room for the envelope around a listing's items
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
+
+
+class Message(NamedTuple):
+    """One reply datagram and the descriptors it carries (SCM_RIGHTS)."""
+
+    payload: bytes
+    fds: tuple[int, ...] = ()
 
 
 class Stats:
@@ -73,7 +84,15 @@ class Daemon:
         self.namespaces = Namespaces(
             registry, lambda: self.policy, log, Faults(pause_at, log), netns_dir
         )
+        self.executor = Executor(
+            self.namespaces, lambda: self.policy, log, uts_dir=str(Path(state_dir) / "uts")
+        )
+        self.sockets = SocketOpener(self.namespaces, lambda: self.policy)
         self._warn_unknown_groups()
+
+    def end_sessions(self) -> None:
+        """The daemon is stopping: running ``ns.exec`` commands are terminated, then killed."""
+        self.executor.stop()
 
     def reload(self, config: Config) -> None:
         """Apply a new configuration (SIGHUP); requests in flight keep the policy they started with."""
@@ -84,24 +103,37 @@ class Daemon:
 
     def _warn_unknown_groups(self) -> None:
         for name in self.policy.unknown_groups:
-            self.log.warning(f"group {name} named in the policy does not exist", SOCKD_GROUP=name)
+            self.log.warning(
+                f"group or user {name} named in the policy does not exist", SOCKD_GROUP=name
+            )
 
-    def handle(self, peer: Peer, data: bytes, fds: list[int]) -> Iterator[bytes]:
-        """Answer one request datagram with one or more reply datagrams. Never raises."""
+    def handle(
+        self, peer: Peer, data: bytes, fds: list[int], channel: socket.socket | None = None
+    ) -> Generator[Message, None, None]:
+        """Answer one request datagram with one or more reply datagrams. Never raises.
+
+        ``channel`` is the connection the request came on; sessions (``ns.exec``) read their
+        follow-up requests from it. Every descriptor in ``fds`` is closed by the time this ends.
+        """
         self.stats.served()
         op: str | None = None
         request: Any = None
+        received = Fds(fds)
         try:
             op, request = self._parse(data, fds)
             self.policy.authorize(TABLE[op].access, peer, op)
             result = TABLE[op].handler(self, peer, request)
-            if isinstance(result, Listing):
+            if isinstance(result, Session):
+                yield from self._converse(result, Call(received, _Channel(self, channel, op)))
+            elif isinstance(result, Listing):
                 yield from self._stream(result)
+            elif isinstance(result, WithFds):
+                yield from self._hand_over(result)
             else:
-                yield f'{{"ok":true,"result":{_dumps(to_wire(result))}}}'.encode()
+                yield Message(f'{{"ok":true,"result":{_dumps(to_wire(result))}}}'.encode())
         except RequestError as exc:
             self._audit(peer, op, request, exc.code.value, exc.message)
-            yield self.error_reply(exc)
+            yield Message(self.error_reply(exc))
             return
         except Exception as exc:  # noqa: BLE001 -- the daemon must answer and keep serving
             self.log.error(
@@ -110,12 +142,12 @@ class Daemon:
                 SOCKD_TRACEBACK=traceback.format_exc(),
             )
             self._audit(peer, op, request, "internal_error", repr(exc))
-            yield self.error_reply(
-                InternalError("internal error; the daemon's log has the details")
+            yield Message(
+                self.error_reply(InternalError("internal error; the daemon's log has the details"))
             )
             return
         finally:
-            _wire.close_all(fds)
+            received.close()
         self._audit(peer, op, request, "ok", "")
 
     def _parse(self, data: bytes, fds: list[int]) -> tuple[str, Any]:
@@ -163,18 +195,48 @@ class Daemon:
             ) from exc
         return op, request
 
-    def _stream(self, listing: Listing) -> Iterator[bytes]:
+    def _stream(self, listing: Listing) -> Iterator[Message]:
         parts: list[str] = []
         size = 0
         for item in listing.items:
             encoded = _dumps(to_wire(item))
             if size + len(encoded) + 1 > _CHUNK and parts:
-                yield f'{{"ok":true,"more":true,"items":[{",".join(parts)}]}}'.encode()
+                yield Message(f'{{"ok":true,"more":true,"items":[{",".join(parts)}]}}'.encode())
                 parts, size = [], 0
             parts.append(encoded)
             size += len(encoded) + 1
         result = _dumps(to_wire(listing.result))
-        yield f'{{"ok":true,"more":false,"items":[{",".join(parts)}],"result":{result}}}'.encode()
+        yield Message(
+            f'{{"ok":true,"more":false,"items":[{",".join(parts)}],"result":{result}}}'.encode()
+        )
+
+    @staticmethod
+    def _hand_over(result: WithFds) -> Iterator[Message]:
+        try:
+            yield Message(
+                f'{{"ok":true,"result":{_dumps(to_wire(result.reply))}}}'.encode(),
+                tuple(result.fds),
+            )
+        finally:
+            _wire.close_all(result.fds)  # the client has its own copies now, or never will
+
+    @staticmethod
+    def _converse(session: Session, call: Call) -> Iterator[Message]:
+        # Closing the events generator runs the session's cleanup even when the client went away
+        # while an event was being sent (this generator is then closed by the server).
+        with contextlib.closing(session.run(call)) as events:
+            while True:
+                try:
+                    event = next(events)
+                except StopIteration as end:
+                    result = _dumps(to_wire(end.value))
+                    yield Message(
+                        f'{{"ok":true,"more":false,"items":[],"result":{result}}}'.encode()
+                    )
+                    return
+                yield Message(
+                    f'{{"ok":true,"more":true,"items":[{_dumps(to_wire(event))}]}}'.encode()
+                )
 
     @staticmethod
     def error_reply(exc: RequestError) -> bytes:
@@ -199,3 +261,36 @@ class Daemon:
             detail=detail,
             SOCKD_NS=getattr(request, "name", None),
         )
+
+
+class _Channel:
+    """The connection of a running session (see :class:`sockd.dispatch.Channel`)."""
+
+    def __init__(self, daemon: Daemon, sock: socket.socket | None, op: str) -> None:
+        if sock is None:
+            raise InternalError(f"{op} needs the connection, and none was given")
+        self._daemon = daemon
+        self._sock = sock
+        self._op = op
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def receive(self) -> Any | None:
+        try:
+            data, fds = _wire.recv(self._sock)
+        except OSError:
+            return None  # reset, or gone: the same to a session
+        if not data:
+            return None
+        try:
+            op, request = self._daemon._parse(data, fds)
+        finally:
+            _wire.close_all(fds)
+        allowed = OPERATIONS[self._op].follow_ups
+        if op not in allowed:
+            raise InvalidRequest(
+                f"only {', '.join(allowed)} may be sent while {self._op} runs; got {op}",
+                field="op",
+            )
+        return request

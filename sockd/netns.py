@@ -10,7 +10,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 from sockctl.errors import AlreadyExists, Busy, InternalError, NotFound, PermissionDenied
@@ -216,6 +216,36 @@ class Namespaces:
 
     def owned_by(self, uid: int) -> int:
         return self.registry.count_owned(uid)
+
+    # Entering (issue 5) ------------------------------------------------------------------------
+
+    def open_for_entry(self, peer: Peer, name: str) -> int:
+        """An O_RDONLY descriptor of namespace ``name``, if ``peer`` may act inside it.
+
+        The caller owns the descriptor. The owner is read *after* opening and the name is checked to
+        still lead to the opened namespace, so a delete and re-create racing with this call cannot
+        pair one namespace's owner with another namespace.
+        """
+        path = self._path(name)
+        if not linux.is_namespace_mount(path):
+            raise NotFound(f"no namespace named {name}", field="name")
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError as exc:
+            raise NotFound(f"no namespace named {name}", field="name") from exc
+        with ExitStack() as on_error:
+            on_error.callback(os.close, fd)
+            record = self.registry.get(name)
+            st = os.fstat(fd)
+            try:
+                same = linux.ns_identity(path) == (st.st_dev, st.st_ino)
+            except FileNotFoundError:
+                same = False
+            if not same:
+                raise NotFound(f"namespace {name} was deleted meanwhile", field="name")
+            self.policy().require_enter(peer, record.owner_uid if record else 0, name)
+            on_error.pop_all()
+        return fd
 
     # Start-up repair ------------------------------------------------------------------------------
 

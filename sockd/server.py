@@ -21,7 +21,7 @@ from sockctl import _wire
 from sockctl.errors import RequestError, TooManyConnections
 from sockd import linux
 from sockd.config import LimitsConfig
-from sockd.daemon import Daemon
+from sockd.daemon import Daemon, Message
 from sockd.log import Logger
 from sockd.policy import Peer
 
@@ -126,6 +126,7 @@ class Server:
 
     def _drain(self) -> None:
         """Finish requests in flight, close idle connections, wait a bounded time."""
+        self.daemon.end_sessions()  # ns.exec sessions would otherwise run for as long as their command
         with self._lock:
             connections = list(self._connections)
         for conn in connections:
@@ -201,7 +202,7 @@ class Server:
                 try:
                     data, fds = _wire.recv(conn.sock)
                 except RequestError as exc:  # too large, too many fds: answer and go on
-                    self._send(conn, [Daemon.error_reply(exc)])
+                    self._send(conn, [Message(Daemon.error_reply(exc))])
                     continue
                 except (TimeoutError, OSError):
                     return  # idle too long, or the peer went away
@@ -209,8 +210,12 @@ class Server:
                     return
                 conn.busy = True
                 try:
-                    if not self._send(conn, self.daemon.handle(conn.peer, data, fds)):
-                        return
+                    # closing(): a reply that could not be sent still runs the handler's cleanup now.
+                    with contextlib.closing(
+                        self.daemon.handle(conn.peer, data, fds, conn.sock)
+                    ) as replies:
+                        if not self._send(conn, replies):
+                            return
                 finally:
                     conn.busy = False
         finally:
@@ -222,11 +227,11 @@ class Server:
             self.daemon.stats.connected(-1)
             self._close(conn.sock, conn.peer)
 
-    def _send(self, conn: _Connection, replies: Iterable[bytes]) -> bool:
+    def _send(self, conn: _Connection, replies: Iterable[Message]) -> bool:
         conn.sock.settimeout(self.limits().send_timeout)
         try:
             for reply in replies:
-                _wire.send(conn.sock, reply)
+                _wire.send(conn.sock, reply.payload, reply.fds)
         except TimeoutError:
             self.log.warning(
                 "client does not read its replies; dropping the connection",

@@ -259,6 +259,30 @@ class Result:
         return json.loads(self.stdout)
 
 
+def sockctl_command(
+    daemon: Daemon,
+    *args: str,
+    who: tuple[int, int, tuple[int, ...]] | None = None,
+    user_python: tuple[str, str] | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """The argv and environment that run the sockctl CLI against ``daemon`` as root or ``who``."""
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "SOCKD_SOCKET": daemon.socket,
+        "LANG": "C.UTF-8",
+    }
+    if who is None:
+        env["PYTHONPATH"] = str(REPO)
+        return [sys.executable, "-m", "sockctl", *args], env
+    assert user_python is not None, "pass the user_python fixture to run as another uid"
+    python, tree = user_python
+    uid, gid, groups = who
+    group_arg = f"--groups={','.join(map(str, groups))}" if groups else "--clear-groups"
+    env["PYTHONPATH"] = tree
+    cmd = ["setpriv", f"--reuid={uid}", f"--regid={gid}", group_arg, python, "-m", "sockctl", *args]
+    return cmd, env
+
+
 def sockctl(
     daemon: Daemon,
     *args: str,
@@ -268,30 +292,7 @@ def sockctl(
     timeout: float = 30.0,
 ) -> Result:
     """Run the sockctl CLI against ``daemon``, as root or as the identity ``who``."""
-    env = {
-        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-        "SOCKD_SOCKET": daemon.socket,
-        "LANG": "C.UTF-8",
-    }
-    if who is None:
-        cmd = [sys.executable, "-m", "sockctl", *args]
-        env["PYTHONPATH"] = str(REPO)
-    else:
-        assert user_python is not None, "pass the user_python fixture to run as another uid"
-        python, tree = user_python
-        uid, gid, groups = who
-        group_arg = f"--groups={','.join(map(str, groups))}" if groups else "--clear-groups"
-        cmd = [
-            "setpriv",
-            f"--reuid={uid}",
-            f"--regid={gid}",
-            group_arg,
-            python,
-            "-m",
-            "sockctl",
-            *args,
-        ]
-        env["PYTHONPATH"] = tree
+    cmd, env = sockctl_command(daemon, *args, who=who, user_python=user_python)
     proc = subprocess.run(
         cmd,
         input=stdin,
