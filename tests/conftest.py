@@ -137,6 +137,17 @@ class Daemon:
     def fd_count(self) -> int:
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
 
+    def children(self) -> list[tuple[int, str]]:
+        """(pid, state) of the daemon's child processes; a zombie has state "Z"."""
+        found = []
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+                for pid in (task / "children").read_text().split():
+                    with contextlib.suppress(FileNotFoundError):
+                        stat = Path(f"/proc/{pid}/stat").read_text()
+                        found.append((int(pid), stat.rsplit(")", 1)[1].split()[0]))
+        return found
+
     def rss_kib(self) -> int:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
