@@ -163,8 +163,9 @@ class Client:
 
         The command runs with your uid, gid and groups and no capabilities, in the namespace's
         environment as ``ip netns exec`` builds it (/etc/netns/NAME over /etc, its own /sys).
-        ``env`` defaults to this process's environment, ``cwd`` to its working directory (which
-        must be one you may enter), the umask to this process's. ``stdin``/``stdout``/``stderr``:
+        ``env`` defaults to this process's environment (variables that are not valid UTF-8 are
+        left out: the wire is JSON), ``cwd`` to its working directory (which must be one you may
+        enter), the umask to this process's. ``stdin``/``stdout``/``stderr``:
         None inherits this process's, :data:`PIPE` makes a pipe, :data:`DEVNULL` /dev/null, or a
         file object or descriptor. The handle uses a connection of its own; closing it (or this
         process dying) kills the command. Raises :class:`~sockctl.errors.PermissionDenied` for a

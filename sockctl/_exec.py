@@ -14,7 +14,7 @@ from typing import IO, Any, Self
 
 from sockctl import _wire
 from sockctl._reply import decode, error_from, read_message
-from sockctl.errors import DaemonUnavailable, ProtocolError, SockdError
+from sockctl.errors import DaemonUnavailable, InvalidRequest, ProtocolError, SockdError
 from sockctl.protocol import (
     PROTOCOL_VERSION,
     ExecExit,
@@ -82,9 +82,9 @@ class NsProcess:
         with _Streams(stdio) as streams:
             request = NsExecRequest(
                 name=name,
-                argv=self.args,
-                env=dict(os.environ if env is None else env),
-                cwd=os.fspath(cwd) if cwd is not None else _cwd(),
+                argv=[_text(arg, "argv") for arg in self.args],
+                env=_utf8_only(os.environ if env is None else env),
+                cwd=_text(os.fspath(cwd) if cwd is not None else _cwd(), "cwd"),
                 umask=_umask(),
                 stdin=streams.index[0],
                 stdout=streams.index[1],
@@ -372,6 +372,34 @@ class _Feeder:
         if not self.pending:
             self.selector.unregister(self.stdin.fileno())
             self.stdin.close()
+
+
+def _text(value: str, field: str) -> str:
+    """``value`` if the wire (JSON, UTF-8) can carry it; a named error if not."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise InvalidRequest(
+            f"{field}: {value!r} is not valid UTF-8 and cannot be sent to sockd", field=field
+        ) from None
+    return value
+
+
+def _utf8_only(env: Mapping[str, str]) -> dict[str, str]:
+    """The variables of ``env`` that the wire can carry: names and values that are valid UTF-8.
+
+    os.environ keeps undecodable bytes as lone surrogates; JSON text cannot carry them, and one such
+    variable in a user's environment should not make every command fail. They are left out.
+    """
+    carried = {}
+    for key, value in env.items():
+        try:
+            key.encode()
+            value.encode()
+        except UnicodeEncodeError:
+            continue
+        carried[key] = value
+    return carried
 
 
 def _valid(fd: int) -> bool:

@@ -28,9 +28,7 @@ from pathlib import Path
 
 from sockd import linux
 
-PR_CAPBSET_DROP = 24  # include/uapi/linux/prctl.h
-PR_SET_NO_NEW_PRIVS = 38
-CAP_LAST_CAP = "/proc/sys/kernel/cap_last_cap"
+PR_SET_NO_NEW_PRIVS = 38  # include/uapi/linux/prctl.h
 DEFAULT_ETC_NETNS = "/etc/netns"
 
 # System call numbers: arch/x86/entry/syscalls/syscall_64.tbl and include/uapi/asm-generic/unistd.h.
@@ -118,19 +116,16 @@ def _bind_etc(directory: Path) -> list[str]:
     return failures
 
 
-def restrict_exec(*, drop_bounding_set: bool) -> None:
-    """Set no_new_privs, and empty the capability bounding set, for this thread and its children.
+def restrict_exec() -> None:
+    """Set no_new_privs for this thread and what it starts: no exec can ever add privileges.
 
-    no_new_privs makes setuid/setgid bits and file capabilities inert for every later exec, so the
-    command can never regain what the switch to the caller takes away. The bounding set is emptied
-    too (needs CAP_SETPCAP, so before any switch); not for a root caller, whom it would strip of
-    root's powers at its exec.
+    setuid/setgid bits and file capabilities become inert, so the command can never regain what
+    the switch to the caller takes away. The capability bounding set is left as it is, on purpose:
+    a normal user has a full one, and emptying it makes programs with file capabilities (``ping``
+    where it ships as ``cap_net_raw+ep``) fail to execute at all (EPERM: the kernel refuses a
+    capability-dumb binary that would not get the capabilities its file demands).
     """
     _require_disposable_thread()
-    if drop_bounding_set:
-        last = int(Path(CAP_LAST_CAP).read_text())
-        for cap in range(last + 1):
-            _prctl(PR_CAPBSET_DROP, cap)
     _prctl(PR_SET_NO_NEW_PRIVS, 1)
 
 

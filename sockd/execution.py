@@ -6,7 +6,7 @@ its own identity. The steps, each where it belongs:
 1. here, as root: check that the caller may enter the namespace (its owner, root, or a member of
    ``policy.exec_groups``) and take the caller's stdio descriptors from the request;
 2. on a short-lived thread (:mod:`sockd.enter`): the namespace's environment as ``ip netns exec``
-   builds it, no_new_privs and an empty capability bounding set, the caller's filesystem identity,
+   builds it, no_new_privs, the caller's filesystem identity,
    and then the caller's working directory — entered with the caller's permissions, so a directory
    the caller cannot enter is refused instead of being entered by root;
 3. in the child, before exec (subprocess's C code: no Python runs after the fork of this threaded
@@ -166,7 +166,7 @@ def _spawn(
         warnings = enter.enter_netns_environment(
             request.name, netns_fd, uts_fd=uts_fd, etc_netns=etc_netns
         )
-        enter.restrict_exec(drop_bounding_set=not peer.root)
+        enter.restrict_exec()
         enter.adopt_fs_identity(peer.uid, peer.creds.gid, peer.creds.groups)
     except OSError as exc:
         raise InternalError(f"cannot enter namespace {request.name}: {exc.strerror}") from exc

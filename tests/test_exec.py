@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from sockctl import PIPE, InvalidRequest
 from tests.conftest import (
     MEMBER,
     MONITOR,
@@ -113,11 +114,31 @@ def test_command_has_no_capabilities(
     result = run(shared_daemon, user_python, owned, "cat", "/proc/self/status")
     assert result.returncode == 0, result.stderr
     status = status_fields(result.stdout)
-    for field in ("CapEff", "CapPrm", "CapInh", "CapAmb", "CapBnd"):
+    for field in ("CapEff", "CapPrm", "CapInh", "CapAmb"):
         assert int(status[field], 16) == 0, (field, status[field])
     assert status["NoNewPrivs"] == "1"
+    # The bounding set is a normal user's (the daemon's, not emptied: see the next test).
+    daemon_status = status_fields(Path(f"/proc/{shared_daemon.proc.pid}/status").read_text())
+    assert status["CapBnd"] == daemon_status["CapBnd"]
     assert status["Uid"].split() == [str(MEMBER[0])] * 4  # real, effective, saved, filesystem
     assert status["Gid"].split() == [str(MEMBER[1])] * 4
+
+
+def test_file_capability_programs_run_without_their_capabilities(
+    shared_daemon: Daemon, user_python: tuple[str, str], owned: str
+) -> None:
+    directory = Path(tempfile.mkdtemp(prefix="sockd-fcaps-"))
+    try:
+        directory.chmod(0o755)
+        program = directory / "capcat"
+        shutil.copy("/usr/bin/cat", program)
+        program.chmod(0o755)
+        subprocess.run(["setcap", "cap_net_raw+ep", str(program)], check=True)
+        result = run(shared_daemon, user_python, owned, str(program), "/proc/self/status")
+        assert result.returncode == 0, result.stderr  # an emptied bounding set would give EPERM
+        assert int(status_fields(result.stdout)["CapEff"], 16) == 0  # no_new_privs: no gain
+    finally:
+        shutil.rmtree(directory)
 
 
 def test_command_is_inside_the_namespace(
@@ -451,3 +472,14 @@ def test_stopping_the_daemon_terminates_running_commands(
         proc.kill()
         proc.communicate()
         subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+def test_what_json_cannot_carry_is_left_out_or_refused(shared_daemon: Daemon, owned: str) -> None:
+    client = shared_daemon.client()
+    env = {"GOOD": "ok", "BAD": "x\udc80y", "BAD\udc80NAME": "v"}  # os.environ's undecodable bytes
+    with client.popen(owned, ["/usr/bin/env"], env=env, stdout=PIPE) as proc:
+        out, _ = proc.communicate()
+    assert out == b"GOOD=ok\n"
+    with pytest.raises(InvalidRequest) as caught:
+        client.exec(owned, ["echo", "caf\udce9"])
+    assert caught.value.field == "argv"
