@@ -92,7 +92,9 @@ class Daemon:
         op: str | None = None
         request: Any = None
         try:
-            op, request = self._parse(data, fds)
+            message = self._decode(data)
+            op = self._operation(message, fds)
+            request = self._validate(op, data)
             self.policy.authorize(TABLE[op].access, peer, op)
             result = TABLE[op].handler(self, peer, request)
             if isinstance(result, Listing):
@@ -118,13 +120,19 @@ class Daemon:
             _wire.close_all(fds)
         self._audit(peer, op, request, "ok", "")
 
-    def _parse(self, data: bytes, fds: list[int]) -> tuple[str, Any]:
+    @staticmethod
+    def _decode(data: bytes) -> dict[str, Any]:
         try:
             message = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
             raise MalformedMessage(f"request is not valid JSON: {exc}") from exc
         if not isinstance(message, dict):
             raise MalformedMessage("request must be a JSON object")
+        return message
+
+    @staticmethod
+    def _operation(message: dict[str, Any], fds: list[int]) -> str:
+        """The operation named by a decoded request, after the protocol version check."""
         proto = message.get("proto")
         if proto != PROTOCOL_VERSION:
             raise UnsupportedVersion(
@@ -140,8 +148,13 @@ class Daemon:
             )
         if fds and not OPERATIONS[op].takes_fds:
             raise InvalidRequest(f"{op} takes no file descriptors; {len(fds)} sent", field="fds")
+        return op
+
+    @staticmethod
+    def _validate(op: str, data: bytes) -> Any:
+        """The request as its contract type: strict types, bounds, no unknown fields."""
         try:
-            request = request_adapter(op).validate_json(data, strict=True)
+            return request_adapter(op).validate_json(data, strict=True)
         except ValidationError as exc:
             errors = exc.errors(include_url=False, include_input=False)
             first = errors[0]
@@ -161,7 +174,6 @@ class Daemon:
                     ]
                 },
             ) from exc
-        return op, request
 
     def _stream(self, listing: Listing) -> Iterator[bytes]:
         parts: list[str] = []
