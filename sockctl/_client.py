@@ -161,12 +161,21 @@ class Client:
             try:
                 _wire.send(sock, payload)
             except (BrokenPipeError, ConnectionResetError) as exc:
+                if fresh:
+                    # Refused at accept (a connection limit): the reason is waiting to be read.
+                    refusal = _pending_error(sock)
+                    self._drop()
+                    raise refusal or DaemonUnavailable(f"sockd closed the connection: {exc}") from exc
                 # The daemon closed an idle connection before this request reached it: safe to resend.
                 self._drop()
-                if fresh:
-                    raise DaemonUnavailable(f"sockd closed the connection: {exc}") from exc
                 sock = self._connect()
                 self._send_or_fail(sock, payload)
+            except TimeoutError as exc:
+                self._drop()
+                raise DaemonTimeout(f"sockd did not take the request within {self.timeout} s") from exc
+            except OSError as exc:
+                self._drop()
+                raise DaemonUnavailable(f"cannot send to sockd: {exc}") from exc
             try:
                 return self._read_reply(sock, operation.reply, operation.item)
             except BaseException:
@@ -251,6 +260,18 @@ def _connect_error(path: str, exc: BaseException) -> BaseException:
     if isinstance(exc, OSError):
         return DaemonUnavailable(f"cannot connect to {path}: {exc}")
     return exc
+
+
+def _pending_error(sock: socket.socket) -> SockdError | None:
+    """An error reply already queued on a connection the daemon closed, if there is one."""
+    try:
+        data = sock.recv(65536, socket.MSG_DONTWAIT)
+        message = json.loads(data)
+    except (OSError, ValueError):
+        return None
+    if isinstance(message, dict) and not message.get("ok", True):
+        return _error_from(message)
+    return None
 
 
 def _decode(tp: Any, raw: Any) -> Any:

@@ -83,7 +83,7 @@ class Namespaces:
     def create(self, peer: Peer, name: str, *, loopback_up: bool = True) -> NsInfo:
         path = self._path(name)
         with self._lock:
-            self.policy().check_quota(peer, self.registry.count_owned(peer.uid))
+            self.policy().check_quota(peer, self._owned(peer.uid))
             if os.path.lexists(path):
                 raise AlreadyExists(f"namespace {name} already exists", field="name")
             # Ownership first: whatever a crash leaves behind from here on is owned and cleanable.
@@ -215,7 +215,25 @@ class Namespaces:
         return sum(1 for r in self.registry.records() if r.state == "ready")
 
     def owned_by(self, uid: int) -> int:
-        return self.registry.count_owned(uid)
+        with self._lock:
+            return self._owned(uid)
+
+    def _owned(self, uid: int) -> int:
+        """Namespaces ``uid`` owns now; records of ones deleted behind our back are dropped here.
+
+        Called with the lock held, so a record still ``creating`` is another request's, not a ghost.
+        """
+        owned = 0
+        for record in self.registry.records():
+            if record.owner_uid != uid:
+                continue
+            if record.state == "ready" and not linux.is_namespace_mount(self._path(record.name)):
+                self.registry.remove(record.name)
+                self.log.info(f"forgot namespace {record.name}: deleted outside sockd",
+                              SOCKD_NS=record.name)
+                continue
+            owned += 1
+        return owned
 
     # Start-up repair ------------------------------------------------------------------------------
 

@@ -99,6 +99,3 @@ class Registry:
         aside = path.with_suffix(".corrupt")
         os.replace(path, aside)
         return CorruptRecord(f"registry file {path} is {why}; moved to {aside}")
-
-    def count_owned(self, uid: int) -> int:
-        return sum(1 for r in self.records() if r.owner_uid == uid)
