@@ -165,14 +165,18 @@ class Client:
                     # Refused at accept (a connection limit): the reason is waiting to be read.
                     refusal = _pending_error(sock)
                     self._drop()
-                    raise refusal or DaemonUnavailable(f"sockd closed the connection: {exc}") from exc
+                    raise refusal or DaemonUnavailable(
+                        f"sockd closed the connection: {exc}"
+                    ) from exc
                 # The daemon closed an idle connection before this request reached it: safe to resend.
                 self._drop()
                 sock = self._connect()
                 self._send_or_fail(sock, payload)
             except TimeoutError as exc:
                 self._drop()
-                raise DaemonTimeout(f"sockd did not take the request within {self.timeout} s") from exc
+                raise DaemonTimeout(
+                    f"sockd did not take the request within {self.timeout} s"
+                ) from exc
             except OSError as exc:
                 self._drop()
                 raise DaemonUnavailable(f"cannot send to sockd: {exc}") from exc
@@ -212,6 +216,9 @@ class Client:
                 raise DaemonTimeout(f"sockd did not answer within {self.timeout} s") from exc
             except SockdError:
                 raise
+            except ConnectionResetError as exc:
+                refusal = _pending_error(sock)
+                raise refusal or DaemonUnavailable(f"lost the connection to sockd: {exc}") from exc
             except OSError as exc:
                 raise DaemonUnavailable(f"lost the connection to sockd: {exc}") from exc
             _wire.close_all(fds)  # no operation of this protocol version returns descriptors yet
@@ -263,14 +270,25 @@ def _connect_error(path: str, exc: BaseException) -> BaseException:
 
 
 def _pending_error(sock: socket.socket) -> SockdError | None:
-    """An error reply already queued on a connection the daemon closed, if there is one."""
-    try:
-        data = sock.recv(65536, socket.MSG_DONTWAIT)
-        message = json.loads(data)
-    except (OSError, ValueError):
+    """An error reply already queued on a connection the daemon closed, if there is one.
+
+    The kernel reports ECONNRESET once (the daemon closed with our request unread) before it hands
+    out what is still queued, hence the second attempt.
+    """
+    for _ in range(2):
+        try:
+            data = sock.recv(65536, socket.MSG_DONTWAIT)
+        except ConnectionResetError:
+            continue
+        except OSError:
+            return None
+        try:
+            message = json.loads(data)
+        except ValueError:
+            return None
+        if isinstance(message, dict) and not message.get("ok", True):
+            return _error_from(message)
         return None
-    if isinstance(message, dict) and not message.get("ok", True):
-        return _error_from(message)
     return None
 
 

@@ -229,8 +229,9 @@ class Namespaces:
                 continue
             if record.state == "ready" and not linux.is_namespace_mount(self._path(record.name)):
                 self.registry.remove(record.name)
-                self.log.info(f"forgot namespace {record.name}: deleted outside sockd",
-                              SOCKD_NS=record.name)
+                self.log.info(
+                    f"forgot namespace {record.name}: deleted outside sockd", SOCKD_NS=record.name
+                )
                 continue
             owned += 1
         return owned

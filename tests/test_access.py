@@ -85,7 +85,9 @@ def test_access_matrix(shared_daemon: Daemon, user_python: tuple[str, str], case
                     client.ns_delete(name, force=True)
 
 
-def test_whoami_reports_kernel_identity(shared_daemon: Daemon, user_python: tuple[str, str]) -> None:
+def test_whoami_reports_kernel_identity(
+    shared_daemon: Daemon, user_python: tuple[str, str]
+) -> None:
     me = sockctl(shared_daemon, "--json", "whoami", who=MEMBER, user_python=user_python).json()
     assert (me["uid"], me["gid"], me["groups"]) == (MEMBER[0], MEMBER[1], list(MEMBER[2]))
     assert me["may_create"] is True

@@ -4,6 +4,7 @@ The daemon's hidden ``--pause-at STEP`` blocks a request at a named step so the 
 there (sockd/netns.py, Faults).
 """
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -28,11 +29,9 @@ def _ip_netns_list_is_clean() -> None:
 
 def _call_in_background(socket_path: str, fn_name: str, name: str) -> threading.Thread:
     def run() -> None:
-        with Client(socket_path, timeout=30) as client:
-            try:
-                getattr(client, fn_name)(name)
-            except DaemonUnavailable:
-                pass  # expected: the daemon is killed under us
+        # DaemonUnavailable is expected: the daemon is killed under the call.
+        with Client(socket_path, timeout=30) as client, contextlib.suppress(DaemonUnavailable):
+            getattr(client, fn_name)(name)
 
     thread = threading.Thread(target=run)
     thread.start()

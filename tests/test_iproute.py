@@ -23,8 +23,12 @@ def test_sockctl_namespace_works_with_ip_netns(shared_daemon: Daemon) -> None:
         assert "LOOPBACK,UP" in ip("netns", "exec", name, "ip", "link", "show", "lo")
         identified = ip("netns", "identify", str(_sleeper_pid(name)))
         assert identified.split() == [name]
-        link = subprocess.run(["ip", "netns", "exec", name, "readlink", "/proc/self/ns/net"],
-                              capture_output=True, text=True, check=True).stdout.strip()
+        link = subprocess.run(
+            ["ip", "netns", "exec", name, "readlink", "/proc/self/ns/net"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         assert link == f"net:[{info.id}]"
         client.ns_delete(name, force=True)
         assert name not in ip_netns_list()
@@ -129,8 +133,19 @@ def test_identify_default_is_the_caller(shared_daemon: Daemon) -> None:
         client.ns_create(name)
         try:
             out = subprocess.run(
-                ["ip", "netns", "exec", name, *_sockctl_root(shared_daemon), "--json", "ns", "identify"],
-                capture_output=True, text=True, check=True,
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    name,
+                    *_sockctl_root(shared_daemon),
+                    "--json",
+                    "ns",
+                    "identify",
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
             ).stdout
             assert '"names"' in out and name in out
         finally:

@@ -19,7 +19,7 @@ def test_every_operation_has_a_route_and_every_route_an_operation() -> None:
 
 def test_request_union_lists_every_operation_once() -> None:
     union = typing.get_args(protocol.Request)
-    assert {cls for cls in union} == {op.request for op in OPERATIONS.values()}
+    assert set(union) == {op.request for op in OPERATIONS.values()}
     for name, operation in OPERATIONS.items():
         default_op = {f.name: f.default for f in dataclasses.fields(operation.request)}["op"]
         assert default_op == name
@@ -37,11 +37,14 @@ def test_public_names_are_pinned_and_sorted() -> None:
     for name in sockctl.__all__:
         assert hasattr(sockctl, name), name
     exported_errors = {
-        n for n in sockctl.__all__ if isinstance(getattr(sockctl, n), type)
+        n
+        for n in sockctl.__all__
+        if isinstance(getattr(sockctl, n), type)
         and issubclass(getattr(sockctl, n), errors.SockdError)
     }
     defined = {
-        n for n, v in vars(errors).items()
+        n
+        for n, v in vars(errors).items()
         if isinstance(v, type) and issubclass(v, errors.SockdError)
     }
     assert exported_errors == defined
@@ -49,8 +52,9 @@ def test_public_names_are_pinned_and_sorted() -> None:
 
 SAMPLES = [
     protocol.PingReply(version="1", protocol=1),
-    protocol.NsInfo(name="a", id=4026531840, owner_uid=1000, managed=True, created=1.5, nsid=None,
-                    processes=2),
+    protocol.NsInfo(
+        name="a", id=4026531840, owner_uid=1000, managed=True, created=1.5, nsid=None, processes=2
+    ),
     protocol.NsDeleteReply(name="a", pids=[1, 2], hidden_pids=1, still_alive=True),
     protocol.ErrorInfo(code=ErrorCode.BUSY, message="m", field="name", details={"pids": [1]}),
 ]
@@ -68,8 +72,18 @@ def test_replies_survive_a_json_round_trip(value: object) -> None:
         (protocol.PingReply, {"version": 1, "protocol": 1}),
         (protocol.PingReply, {"version": "1"}),
         (protocol.PingReply, ["not", "an", "object"]),
-        (protocol.NsInfo, {"name": "a", "id": True, "owner_uid": 0, "managed": True,
-                           "created": None, "nsid": None, "processes": 0}),
+        (
+            protocol.NsInfo,
+            {
+                "name": "a",
+                "id": True,
+                "owner_uid": 0,
+                "managed": True,
+                "created": None,
+                "nsid": None,
+                "processes": 0,
+            },
+        ),
         (protocol.ErrorInfo, {"code": "no_such_code", "message": "m"}),
         (list[int], [1, "2"]),
     ],
@@ -97,9 +111,22 @@ def test_schema_describes_every_operation_with_its_constraints() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["", ".", "..", "../x", "a/b", "a" * 65, "a\x00b", "a\nb", "a b", "-x", ".hidden",
-     "tеst",  # Cyrillic e: a look-alike
-     "ｔest", "x\u200b"],
+    [
+        "",
+        ".",
+        "..",
+        "../x",
+        "a/b",
+        "a" * 65,
+        "a\x00b",
+        "a\nb",
+        "a b",
+        "-x",
+        ".hidden",
+        "t\u0435st",  # Cyrillic e: a look-alike
+        "\uff54est",
+        "x\u200b",
+    ],
 )
 def test_hostile_names_are_rejected_by_the_contract(name: str) -> None:
     from pydantic import ValidationError
