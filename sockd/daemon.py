@@ -5,6 +5,7 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,21 @@ _CHUNK = MAX_MESSAGE - 1024  # room for the envelope around a listing's items
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A request that passed (or failed) the cheap checks, waiting for its handler."""
+
+    op: str | None
+    request: Any
+    fds: list[int]
+    error: RequestError | None = None
+
+    @property
+    def inline(self) -> bool:
+        """Whether the server may run it on its event loop: errors and non-blocking handlers."""
+        return self.error is not None or self.op is None or TABLE[self.op].inline
 
 
 class Stats:
@@ -88,6 +104,13 @@ class Daemon:
 
     def handle(self, peer: Peer, data: bytes, fds: list[int]) -> Iterator[bytes]:
         """Answer one request datagram with one or more reply datagrams. Never raises."""
+        return self.execute(peer, self.prepare(peer, data, fds))
+
+    def prepare(self, peer: Peer, data: bytes, fds: list[int]) -> "Prepared":
+        """Parse, check the version, validate and authorize: cheap, never blocks, never raises.
+
+        The server looks at the result to decide where the handler runs (``Prepared.inline``).
+        """
         self.stats.served()
         op: str | None = None
         request: Any = None
@@ -96,6 +119,19 @@ class Daemon:
             op = self._operation(message, fds)
             request = self._validate(op, data)
             self.policy.authorize(TABLE[op].access, peer, op)
+        except RequestError as exc:
+            _wire.close_all(fds)
+            self._audit(peer, op, request, exc.code.value, exc.message)
+            return Prepared(op, request, fds=[], error=exc)
+        return Prepared(op, request, fds=fds)
+
+    def execute(self, peer: Peer, prepared: "Prepared") -> Iterator[bytes]:
+        """Run a prepared request's handler; yields the reply datagrams. Never raises."""
+        op, request = prepared.op, prepared.request
+        if prepared.error is not None or op is None:
+            yield self.error_reply(prepared.error or InternalError("request was not prepared"))
+            return
+        try:
             result = TABLE[op].handler(self, peer, request)
             if isinstance(result, Listing):
                 yield from self._stream(result)
@@ -117,7 +153,7 @@ class Daemon:
             )
             return
         finally:
-            _wire.close_all(fds)
+            _wire.close_all(prepared.fds)
         self._audit(peer, op, request, "ok", "")
 
     @staticmethod

@@ -33,6 +33,9 @@ Handler = Callable[["Daemon", Peer, Any], Any]
 class Route:
     access: Access
     handler: Handler
+    inline: bool = False
+    """Run on the server's event loop. Only for handlers that never block: no locks that slow
+    operations hold, no waiting on the kernel or the disk. Everything else gets its own thread."""
 
 
 def ping(daemon: "Daemon", peer: Peer, request: p.PingRequest) -> p.PingReply:
@@ -90,7 +93,7 @@ def ns_pids(daemon: "Daemon", peer: Peer, request: p.NsPidsRequest) -> Listing:
 
 
 TABLE: dict[str, Route] = {
-    "ping": Route(Access.ANYONE, ping),
+    "ping": Route(Access.ANYONE, ping, inline=True),
     "whoami": Route(Access.ANYONE, whoami),
     "status": Route(Access.ANYONE, status),
     "ns.create": Route(Access.CREATOR, ns_create),
