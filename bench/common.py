@@ -21,6 +21,8 @@ def running_sockd(config: str = "") -> Iterator[tuple[str, subprocess.Popen[byte
     directory.chmod(0o755)
     (directory / "sockd.toml").write_text(config)
     sock = str(directory / "sockd.sock")
+    # The registry on tmpfs, as in production (/run/sockd), not on the disk behind /tmp.
+    state = tempfile.mkdtemp(prefix="sockd-bench-", dir="/run")
     log = (directory / "sockd.log").open("wb")
     proc = subprocess.Popen(
         [
@@ -30,7 +32,7 @@ def running_sockd(config: str = "") -> Iterator[tuple[str, subprocess.Popen[byte
             "--socket",
             sock,
             "--state-dir",
-            str(directory / "state"),
+            state,
             "--config",
             str(directory / "sockd.toml"),
             "--log-target",
@@ -54,6 +56,7 @@ def running_sockd(config: str = "") -> Iterator[tuple[str, subprocess.Popen[byte
         proc.wait(15)
         log.close()
         shutil.rmtree(directory, ignore_errors=True)
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def time_command(argv: Sequence[str], runs: int, env: dict[str, str] | None = None) -> list[float]:

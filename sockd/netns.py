@@ -103,7 +103,8 @@ class Namespaces:
                     raise InternalError(f"cannot create namespace {name}: {exc.strerror}") from exc
                 raise
             self.registry.write(record.ready())
-        return self._info(name, record.ready(), linux.ns_identity(path))
+        # A namespace made a moment ago has no process inside: skip the /proc walk.
+        return self._info(name, record.ready(), linux.ns_identity(path), counts={})
 
     def _make(self, path: str, loopback_up: bool) -> None:
         with self._netns_dir_locked():

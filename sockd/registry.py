@@ -46,9 +46,10 @@ class Registry:
         tmp = path.with_suffix(".tmp")
         data = json.dumps(asdict(record)).encode()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        # No fsync: the registry describes namespaces, which do not survive a reboot either; what
+        # must hold is atomicity against a daemon crash, and the rename gives that.
         try:
             os.write(fd, data)
-            os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
