@@ -13,9 +13,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import running_sockd, table, user_python  # noqa: E402
+from common import running_sockd, table, user_python
 
-from sockctl import Client  # noqa: E402
+from sockctl import Client
 
 PREFIX = f"bench{os.getpid()}-"
 
@@ -45,7 +45,9 @@ def run(pairs: int) -> str:
             client.ns_delete(name)
 
         lib_rate = pairs_per_second(lib_pair, pairs)
-        rows.append(["sockctl library (one Client)", f"{lib_rate:.0f}", f"{lib_rate / ip_rate:.2f}"])
+        rows.append(
+            ["sockctl library (one Client)", f"{lib_rate:.0f}", f"{lib_rate / ip_rate:.2f}"]
+        )
         cli = [user_python(), "-m", "sockctl", "--socket", sock]
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
 

@@ -14,10 +14,7 @@ from common import median, ms, percentile, running_sockd, table, time_command, u
 def run(runs: int) -> str:
     python = user_python()
     sockctl = os.path.join(os.path.dirname(python), "sockctl")
-    if not os.access(sockctl, os.X_OK):
-        sockctl_cmd = [python, "-m", "sockctl"]
-    else:
-        sockctl_cmd = [sockctl]
+    sockctl_cmd = [sockctl] if os.access(sockctl, os.X_OK) else [python, "-m", "sockctl"]
     rows = []
     with running_sockd() as (sock, _):
         env = {**os.environ, "SOCKD_SOCKET": sock}

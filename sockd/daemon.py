@@ -122,6 +122,9 @@ class Daemon:
         except RequestError as exc:
             _wire.close_all(fds)
             self._audit(peer, op, request, exc.code.value, exc.message)
+            # The refusal outlives this frame in Prepared: drop its traceback and cause, which
+            # reference frames in cycles that only a full gc pass frees (seen as RSS creep).
+            exc.__traceback__ = exc.__cause__ = exc.__context__ = None
             return Prepared(op, request, fds=[], error=exc)
         return Prepared(op, request, fds=fds)
 

@@ -180,7 +180,10 @@ class Namespaces:
             record = records.get(entry.name)
             if record is not None and record.state == "creating":
                 continue  # being made right now; shown once ready
-            identity = linux.ns_identity(entry.path) if entry.mounted else None
+            try:
+                identity = linux.ns_identity(entry.path) if entry.mounted else None
+            except FileNotFoundError:
+                continue  # deleted (by us or by `ip netns del`) while we were listing
             yield self._info(entry.name, record, identity, counts)
 
     def identify(self, peer: Peer, pid: int | None) -> NsIdentifyReply:
@@ -199,10 +202,17 @@ class Namespaces:
                 f"identified (or join a monitor group)",
                 field="pid",
             )
-        names = [
-            e.name for e in self._entries() if e.mounted and linux.ns_identity(e.path) == identity
-        ]
-        return NsIdentifyReply(pid=target, names=names)
+        return NsIdentifyReply(pid=target, names=self._names_of(identity))
+
+    def _names_of(self, identity: tuple[int, int]) -> list[str]:
+        names = []
+        for entry in self._entries():
+            try:
+                if entry.mounted and linux.ns_identity(entry.path) == identity:
+                    names.append(entry.name)
+            except FileNotFoundError:
+                continue  # deleted while we were looking
+        return names
 
     def pids(self, peer: Peer, name: str) -> tuple[list[int], NsPidsResult]:
         path = self._path(name)

@@ -9,10 +9,11 @@ reads every connection and answers cheap requests in place does not. So:
 - a request is parsed, validated and authorized on the loop (``Daemon.prepare``: cheap, never
   blocks); handlers marked ``inline`` in the dispatch table (ping) and all refusals are answered
   right there;
-- any other request takes its connection off the loop and runs on a thread of its own, which sends
+- any other request takes its connection off the loop and runs on a worker thread, which sends
   the reply (blocking, bounded by SO_SNDTIMEO) and hands the connection back. Requests of one
-  connection are therefore answered in order, and a slow handler or a client that does not read
-  delays nobody else;
+  connection are therefore answered in order. The pool has a thread for every connection the
+  limits admit, so a slow handler or a client that does not read delays nobody else; threads are
+  reused (a fresh thread per request cost ~80 us and let RSS creep up through malloc arenas);
 - silent connections are closed after ``idle_timeout``; peer credentials are read once, at accept.
 """
 
@@ -23,9 +24,10 @@ import selectors
 import signal
 import socket
 import struct
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_all
 from dataclasses import dataclass, field
 
 from sockctl import _wire
@@ -44,7 +46,7 @@ class _Connection:
     sock: socket.socket
     peer: Peer
     last_active: float
-    worker: threading.Thread | None = field(default=None, repr=False)
+    worker: Future[None] | None = field(default=None, repr=False)
 
 
 class Server:
@@ -71,6 +73,10 @@ class Server:
         self._wake_r, self._wake_w = socket.socketpair()
         self._stopping = False
         self._last_activity = time.monotonic()
+        # One thread per admissible connection at most: each connection has one request in flight.
+        self._pool = ThreadPoolExecutor(
+            max_workers=limits().max_connections + 1, thread_name_prefix="sockd-req"
+        )
 
     # Main loop ------------------------------------------------------------------------------------
 
@@ -154,11 +160,9 @@ class Server:
 
     def _drain(self) -> None:
         """Let requests in flight finish (bounded), close every connection."""
-        deadline = time.monotonic() + self.drain_timeout
-        for conn in list(self._connections):
-            if conn.worker is not None:
-                conn.worker.join(max(0.0, deadline - time.monotonic()))
-        busy = [c for c in self._connections if c.worker is not None and c.worker.is_alive()]
+        in_flight = [c.worker for c in self._connections if c.worker is not None]
+        wait_all(in_flight, timeout=self.drain_timeout)
+        busy = [c for c in self._connections if c.worker is not None and not c.worker.done()]
         if busy:
             self.log.warning(f"{len(busy)} requests did not finish within {self.drain_timeout:g} s")
         for conn in list(self._connections):
@@ -167,6 +171,7 @@ class Server:
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     # Connections ----------------------------------------------------------------------------------
 
@@ -273,10 +278,7 @@ class Server:
 
     def _start_worker(self, conn: _Connection, target: Callable[..., None], *args: object) -> None:
         conn.sock.setblocking(True)  # SO_SNDTIMEO still bounds every send
-        conn.worker = threading.Thread(
-            target=target, args=(conn, *args), name=f"sockd-req-{conn.peer.pid}", daemon=True
-        )
-        conn.worker.start()
+        conn.worker = self._pool.submit(target, conn, *args)
 
     def _work(self, conn: _Connection, prepared: Prepared) -> None:
         self._finish_sending(conn, [], self.daemon.execute(conn.peer, prepared))
