@@ -23,15 +23,23 @@ from sockctl.protocol import (
     PROTOCOL_VERSION,
     SOCKET_ENV,
     ErrorInfo,
+    LinkInfo,
+    NsAttachRequest,
     NsCreateRequest,
     NsDeleteReply,
     NsDeleteRequest,
+    NsDetail,
     NsIdentifyReply,
     NsIdentifyRequest,
     NsInfo,
+    NsLinkRequest,
     NsListRequest,
     NsPidsRequest,
     NsPidsResult,
+    NsSetNsidRequest,
+    NsShowRequest,
+    NsUnlinkReply,
+    NsUnlinkRequest,
     PingReply,
     PingRequest,
     StatusReply,
@@ -109,12 +117,17 @@ class Client:
         result: StatusReply = self._call(StatusRequest())
         return result
 
-    def ns_create(self, name: str, *, loopback_up: bool = True) -> NsInfo:
+    def ns_create(
+        self, name: str, *, loopback_up: bool = True, hostname: str | None = None
+    ) -> NsInfo:
         """Create the named network namespace ``name``, owned by the caller.
 
-        It is visible to ``ip netns`` at once. ``loopback_up=False`` leaves ``lo`` down.
+        It is visible to ``ip netns`` at once. ``loopback_up=False`` leaves ``lo`` down. With
+        ``hostname``, it also gets its own UTS namespace with that hostname (the host's is untouched).
         """
-        result: NsInfo = self._call(NsCreateRequest(name=name, loopback_up=loopback_up))
+        result: NsInfo = self._call(
+            NsCreateRequest(name=name, loopback_up=loopback_up, hostname=hostname)
+        )
         return result
 
     def ns_delete(self, name: str, *, force: bool = False) -> NsDeleteReply:
@@ -140,6 +153,67 @@ class Client:
         """Pids of the processes inside ``name`` that policy lets the caller see, and the summary."""
         items, result = self._listing(NsPidsRequest(name=name))
         return items, result
+
+    # Links, attach, nsid, show (issue 6) --------------------------------------------------------
+
+    def ns_link(
+        self,
+        name: str,
+        *,
+        peer: str | None = None,
+        address: str | None = None,
+        peer_address: str | None = None,
+        no_address: bool = False,
+    ) -> LinkInfo:
+        """Connect ``name`` to the host (``peer=None``) or to the namespace ``peer`` with a veth pair.
+
+        ::
+
+            link = client.ns_link("test")
+            print(link.end.ifname, link.end.addresses)    # eth0 ['10.213.0.2/30']
+            print(link.peer.ifname, link.peer.addresses)  # sd1000-0 ['10.213.0.1/30']
+
+        Both ends are up. Without ``address``/``peer_address``/``no_address`` the addresses come
+        from the daemon's pool; otherwise each end gets the one given for it (a host end: root only).
+        """
+        result: LinkInfo = self._call(
+            NsLinkRequest(
+                name=name,
+                peer=peer,
+                address=address,
+                peer_address=peer_address,
+                no_address=no_address,
+            )
+        )
+        return result
+
+    def ns_unlink(self, name: str, ifname: str | None = None) -> NsUnlinkReply:
+        """Remove the link whose end in ``name`` is ``ifname`` (or its only one); frees its addresses."""
+        result: NsUnlinkReply = self._call(NsUnlinkRequest(name=name, ifname=ifname))
+        return result
+
+    def ns_show(self, name: str) -> NsDetail:
+        """``name`` in detail: owner, nsid, hostname, and every interface with its peer."""
+        result: NsDetail = self._call(NsShowRequest(name=name))
+        return result
+
+    def ns_attach(self, name: str, pid: int | None = None) -> NsInfo:
+        """Name the network namespace of process ``pid`` (default: the calling process).
+
+        Like ``ip netns attach``. A user may attach only their own processes, in a namespace of a
+        user namespace they made (``unshare -rn``); deleting it later removes only the name.
+        """
+        result: NsInfo = self._call(NsAttachRequest(name=name, pid=pid))
+        return result
+
+    def ns_set_nsid(self, name: str, nsid: int | None = None) -> NsInfo:
+        """Assign ``name`` the nsid ``nsid`` in the host namespace (None: the lowest free one).
+
+        nsids never change once assigned, and the kernel assigns one itself when a link first crosses
+        into the namespace: set it before linking.
+        """
+        result: NsInfo = self._call(NsSetNsidRequest(name=name, nsid=nsid))
+        return result
 
     # Transport --------------------------------------------------------------------------------
 

@@ -5,7 +5,9 @@ Example, with the defaults (``systemd/sockd.toml`` is the installed copy)::
     [policy]
     create_groups = ["sockd"]            # may create namespaces (root always may)
     monitor_groups = ["sockd-monitor"]   # may see other users' processes and pids
-    namespace_quota = 16                 # namespaces one non-root user may own
+    namespace_quota = 16                 # namespaces one non-root user may own (created or attached)
+    link_quota = 16                      # veth links one non-root user may own
+    address_quota = 32                   # pool addresses one non-root user may hold (2 per link)
 
     [limits]
     max_connections = 512                # all clients together
@@ -14,17 +16,26 @@ Example, with the defaults (``systemd/sockd.toml`` is the installed copy)::
     send_timeout = 5.0                   # seconds a reply may wait for a slow reader
     idle_exit = 0.0                      # exit after this long without clients (0: never)
 
+    [links]
+    pool = "10.213.0.0/16"               # IPv4 pool `ns link` takes default addresses from
+    block_prefix = 30                    # one block per link: /30 (.1 peer, .2 namespace) or /31
+
     [log]
     level = "info"                       # debug, info, warning, error
+
+Every pool block is either held by a link sockd made (recorded in the registry, released when the link
+goes) or skipped because one of its addresses already shows up in the host namespace, so the pool never
+hands out an address the host uses. Pick a range that is not routed anywhere on the host.
 """
 
 import grp
 import tomllib
 from dataclasses import dataclass
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 DEFAULT_CONFIG = "/etc/sockd/sockd.toml"
 
@@ -37,6 +48,8 @@ class PolicyConfig(_Section):
     create_groups: list[str | int] = ["sockd"]
     monitor_groups: list[str | int] = ["sockd-monitor"]
     namespace_quota: int = Field(default=16, ge=0, le=100000)
+    link_quota: int = Field(default=16, ge=0, le=100000)
+    address_quota: int = Field(default=32, ge=0, le=1 << 24)
 
 
 class LimitsConfig(_Section):
@@ -47,6 +60,19 @@ class LimitsConfig(_Section):
     idle_exit: float = Field(default=0.0, ge=0)
 
 
+class LinksConfig(_Section):
+    pool: IPv4Network = IPv4Network("10.213.0.0/16")
+    block_prefix: int = Field(default=30, ge=8, le=31)
+
+    @model_validator(mode="after")
+    def _block_fits(self) -> "LinksConfig":
+        if self.block_prefix < self.pool.prefixlen:
+            raise ValueError(
+                f"block_prefix /{self.block_prefix} is larger than the pool {self.pool}"
+            )
+        return self
+
+
 class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -54,6 +80,7 @@ class LogConfig(_Section):
 class Config(_Section):
     policy: PolicyConfig = PolicyConfig()
     limits: LimitsConfig = LimitsConfig()
+    links: LinksConfig = LinksConfig()
     log: LogConfig = LogConfig()
 
 

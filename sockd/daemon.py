@@ -24,10 +24,11 @@ from sockctl.protocol import MAX_MESSAGE, NS_NAME_RULE, OPERATIONS, PROTOCOL_VER
 from sockctl.schema import request_adapter
 from sockd.config import Config
 from sockd.dispatch import TABLE, Listing
+from sockd.links import Links
 from sockd.log import Logger
 from sockd.netns import DEFAULT_NETNS_DIR, Faults, Namespaces
 from sockd.policy import Peer, Policy
-from sockd.registry import Registry
+from sockd.registry import LinkRegistry, Registry
 
 _CHUNK = MAX_MESSAGE - 1024  # room for the envelope around a listing's items
 
@@ -86,10 +87,29 @@ class Daemon:
         self.started = time.monotonic()
         self.stats = Stats()
         registry = Registry(str(Path(state_dir) / "namespaces"), on_corrupt=log.error)
+        faults = Faults(pause_at, log)
         self.namespaces = Namespaces(
-            registry, lambda: self.policy, log, Faults(pause_at, log), netns_dir
+            registry,
+            lambda: self.policy,
+            log,
+            faults,
+            netns_dir,
+            uts_dir=str(Path(state_dir) / "uts"),
+        )
+        self.links = Links(
+            LinkRegistry(str(Path(state_dir) / "links"), on_corrupt=log.error),
+            self.namespaces,
+            lambda: self.policy,
+            lambda: self.config.links,
+            log,
+            faults,
         )
         self._warn_unknown_groups()
+
+    def reconcile(self) -> None:
+        """Start-up repair: namespaces first (links hang off them), then links."""
+        self.namespaces.reconcile()
+        self.links.reconcile()
 
     def reload(self, config: Config) -> None:
         """Apply a new configuration (SIGHUP); requests in flight keep the policy they started with."""

@@ -44,6 +44,7 @@ def ping(daemon: "Daemon", peer: Peer, request: p.PingRequest) -> p.PingReply:
 
 def whoami(daemon: "Daemon", peer: Peer, request: p.WhoAmIRequest) -> p.WhoAmIReply:
     policy = daemon.policy
+    links_owned, addresses_held = daemon.links.owned(peer.uid)
     return p.WhoAmIReply(
         uid=peer.uid,
         gid=peer.creds.gid,
@@ -55,6 +56,10 @@ def whoami(daemon: "Daemon", peer: Peer, request: p.WhoAmIRequest) -> p.WhoAmIRe
         sees_all_processes=policy.sees_all_processes(peer),
         namespace_quota=policy.namespace_quota,
         namespaces_owned=daemon.namespaces.owned_by(peer.uid),
+        link_quota=policy.link_quota,
+        links_owned=links_owned,
+        address_quota=policy.address_quota,
+        addresses_held=addresses_held,
     )
 
 
@@ -72,7 +77,9 @@ def status(daemon: "Daemon", peer: Peer, request: p.StatusRequest) -> p.StatusRe
 
 
 def ns_create(daemon: "Daemon", peer: Peer, request: p.NsCreateRequest) -> p.NsInfo:
-    return daemon.namespaces.create(peer, request.name, loopback_up=request.loopback_up)
+    return daemon.namespaces.create(
+        peer, request.name, loopback_up=request.loopback_up, hostname=request.hostname
+    )
 
 
 def ns_delete(daemon: "Daemon", peer: Peer, request: p.NsDeleteRequest) -> p.NsDeleteReply:
@@ -80,7 +87,7 @@ def ns_delete(daemon: "Daemon", peer: Peer, request: p.NsDeleteRequest) -> p.NsD
 
 
 def ns_list(daemon: "Daemon", peer: Peer, request: p.NsListRequest) -> Listing:
-    return Listing(daemon.namespaces.infos())
+    return Listing(daemon.links.annotate(daemon.namespaces.infos()))
 
 
 def ns_identify(daemon: "Daemon", peer: Peer, request: p.NsIdentifyRequest) -> p.NsIdentifyReply:
@@ -92,6 +99,36 @@ def ns_pids(daemon: "Daemon", peer: Peer, request: p.NsPidsRequest) -> Listing:
     return Listing(pids, result)
 
 
+# Links, attach, nsid, show (issue 6) ------------------------------------------------------------
+
+
+def ns_link(daemon: "Daemon", peer: Peer, request: p.NsLinkRequest) -> p.LinkInfo:
+    return daemon.links.link(
+        peer,
+        request.name,
+        peer_ns=request.peer,
+        address=request.address,
+        peer_address=request.peer_address,
+        no_address=request.no_address,
+    )
+
+
+def ns_unlink(daemon: "Daemon", peer: Peer, request: p.NsUnlinkRequest) -> p.NsUnlinkReply:
+    return daemon.links.unlink(peer, request.name, request.ifname)
+
+
+def ns_show(daemon: "Daemon", peer: Peer, request: p.NsShowRequest) -> p.NsDetail:
+    return daemon.links.show(request.name)
+
+
+def ns_attach(daemon: "Daemon", peer: Peer, request: p.NsAttachRequest) -> p.NsInfo:
+    return daemon.namespaces.attach(peer, request.name, request.pid)
+
+
+def ns_set_nsid(daemon: "Daemon", peer: Peer, request: p.NsSetNsidRequest) -> p.NsInfo:
+    return daemon.links.annotate_one(daemon.namespaces.set_nsid(peer, request.name, request.nsid))
+
+
 TABLE: dict[str, Route] = {
     "ping": Route(Access.ANYONE, ping, inline=True),
     "whoami": Route(Access.ANYONE, whoami),
@@ -101,5 +138,11 @@ TABLE: dict[str, Route] = {
     "ns.list": Route(Access.ANYONE, ns_list),
     "ns.identify": Route(Access.ANYONE, ns_identify),
     "ns.pids": Route(Access.ANYONE, ns_pids),
+    # issue 6
+    "ns.link": Route(Access.CREATOR, ns_link),
+    "ns.unlink": Route(Access.CREATOR, ns_unlink),
+    "ns.show": Route(Access.ANYONE, ns_show),
+    "ns.attach": Route(Access.CREATOR, ns_attach),
+    "ns.set_nsid": Route(Access.CREATOR, ns_set_nsid),
 }
 """op → (access rule, handler). protocol.OPERATIONS says what each takes and returns."""

@@ -46,6 +46,8 @@ class Policy:
     create_group_names: tuple[str, ...]
     namespace_quota: int
     unknown_groups: tuple[str, ...]
+    link_quota: int = 16
+    address_quota: int = 32
 
     @classmethod
     def from_config(cls, config: Config) -> "Policy":
@@ -57,6 +59,8 @@ class Policy:
             create_group_names=tuple(str(g) for g in config.policy.create_groups),
             namespace_quota=config.policy.namespace_quota,
             unknown_groups=create.unknown + monitor.unknown,
+            link_quota=config.policy.link_quota,
+            address_quota=config.policy.address_quota,
         )
 
     def may_create(self, peer: Peer) -> bool:
@@ -87,4 +91,21 @@ class Policy:
                 f"uid {peer.uid} owns {owned} namespaces, the quota is {self.namespace_quota}; "
                 f"delete one first",
                 details={"owned": owned, "quota": self.namespace_quota},
+            )
+
+    def check_link_quota(self, peer: Peer, owned: int) -> None:
+        if not peer.root and owned >= self.link_quota:
+            raise QuotaExceeded(
+                f"uid {peer.uid} owns {owned} links, the link quota is {self.link_quota}; "
+                f"unlink one first",
+                details={"kind": "links", "owned": owned, "quota": self.link_quota},
+            )
+
+    def check_address_quota(self, peer: Peer, held: int, wanted: int) -> None:
+        if not peer.root and held + wanted > self.address_quota:
+            raise QuotaExceeded(
+                f"uid {peer.uid} holds {held} pool addresses and a link takes {wanted}, the "
+                f"address quota is {self.address_quota}; unlink one, or give addresses yourself "
+                f"(--addr, or --no-addr)",
+                details={"kind": "addresses", "owned": held, "quota": self.address_quota},
             )

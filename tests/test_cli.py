@@ -29,7 +29,7 @@ def test_human_list_is_an_aligned_table(
     try:
         out = sockctl(shared_daemon, "ns", "list").stdout.splitlines()
         header = out[0]
-        assert header.split() == ["NAME", "ID", "NSID", "OWNER", "PROCS", "CREATED"]
+        assert header.split() == ["NAME", "ID", "NSID", "OWNER", "PROCS", "LINKS", "CREATED"]
         (row,) = [line for line in out if line.startswith(name + " ")]
         assert row.index(str(MEMBER[0])) == header.index("OWNER")
     finally:
