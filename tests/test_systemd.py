@@ -25,7 +25,7 @@ from sockd.config import Config
 from tests import nspawn
 from tests.conftest import REPO
 
-pytestmark = [pytest.mark.root, pytest.mark.slow]
+pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.system]
 
 SYSTEMD = REPO / "systemd"
 UNIT_DIR = "/usr/local/lib/systemd/system"
