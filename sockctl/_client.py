@@ -11,7 +11,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from sockctl import _wire
-from sockctl._reply import decode, error_from, read_message
+from sockctl._reply import decode, error_from, pending_error, read_message
 from sockctl.errors import (
     DaemonTimeout,
     DaemonUnavailable,
@@ -22,15 +22,23 @@ from sockctl.protocol import (
     OPERATIONS,
     PROTOCOL_VERSION,
     SOCKET_ENV,
+    LinkInfo,
+    NsAttachRequest,
     NsCreateRequest,
     NsDeleteReply,
     NsDeleteRequest,
+    NsDetail,
     NsIdentifyReply,
     NsIdentifyRequest,
     NsInfo,
+    NsLinkRequest,
     NsListRequest,
     NsPidsRequest,
     NsPidsResult,
+    NsSetNsidRequest,
+    NsShowRequest,
+    NsUnlinkReply,
+    NsUnlinkRequest,
     PingReply,
     PingRequest,
     StatusReply,
@@ -109,12 +117,17 @@ class Client:
         result: StatusReply = self._call(StatusRequest())
         return result
 
-    def ns_create(self, name: str, *, loopback_up: bool = True) -> NsInfo:
+    def ns_create(
+        self, name: str, *, loopback_up: bool = True, hostname: str | None = None
+    ) -> NsInfo:
         """Create the named network namespace ``name``, owned by the caller.
 
-        It is visible to ``ip netns`` at once. ``loopback_up=False`` leaves ``lo`` down.
+        It is visible to ``ip netns`` at once. ``loopback_up=False`` leaves ``lo`` down. With
+        ``hostname``, it also gets its own UTS namespace with that hostname (the host's is untouched).
         """
-        result: NsInfo = self._call(NsCreateRequest(name=name, loopback_up=loopback_up))
+        result: NsInfo = self._call(
+            NsCreateRequest(name=name, loopback_up=loopback_up, hostname=hostname)
+        )
         return result
 
     def ns_delete(self, name: str, *, force: bool = False) -> NsDeleteReply:
@@ -140,6 +153,67 @@ class Client:
         """Pids of the processes inside ``name`` that policy lets the caller see, and the summary."""
         items, result = self._listing(NsPidsRequest(name=name))
         return items, result
+
+    # Links, attach, nsid, show (issue 6) --------------------------------------------------------
+
+    def ns_link(
+        self,
+        name: str,
+        *,
+        peer: str | None = None,
+        address: str | None = None,
+        peer_address: str | None = None,
+        no_address: bool = False,
+    ) -> LinkInfo:
+        """Connect ``name`` to the host (``peer=None``) or to the namespace ``peer`` with a veth pair.
+
+        ::
+
+            link = client.ns_link("test")
+            print(link.end.ifname, link.end.addresses)    # eth0 ['10.213.0.2/30']
+            print(link.peer.ifname, link.peer.addresses)  # sd1000-0 ['10.213.0.1/30']
+
+        Both ends are up. Without ``address``/``peer_address``/``no_address`` the addresses come
+        from the daemon's pool; otherwise each end gets the one given for it (a host end: root only).
+        """
+        result: LinkInfo = self._call(
+            NsLinkRequest(
+                name=name,
+                peer=peer,
+                address=address,
+                peer_address=peer_address,
+                no_address=no_address,
+            )
+        )
+        return result
+
+    def ns_unlink(self, name: str, ifname: str | None = None) -> NsUnlinkReply:
+        """Remove the link whose end in ``name`` is ``ifname`` (or its only one); frees its addresses."""
+        result: NsUnlinkReply = self._call(NsUnlinkRequest(name=name, ifname=ifname))
+        return result
+
+    def ns_show(self, name: str) -> NsDetail:
+        """``name`` in detail: owner, nsid, hostname, and every interface with its peer."""
+        result: NsDetail = self._call(NsShowRequest(name=name))
+        return result
+
+    def ns_attach(self, name: str, pid: int | None = None) -> NsInfo:
+        """Name the network namespace of process ``pid`` (default: the calling process).
+
+        Like ``ip netns attach``. A user may attach only their own processes, in a namespace of a
+        user namespace they made (``unshare -rn``); deleting it later removes only the name.
+        """
+        result: NsInfo = self._call(NsAttachRequest(name=name, pid=pid))
+        return result
+
+    def ns_set_nsid(self, name: str, nsid: int | None = None) -> NsInfo:
+        """Assign ``name`` the nsid ``nsid`` in the host namespace (None: the lowest free one).
+
+        nsids never change once assigned, and the kernel assigns one itself when a link first crosses
+        into the namespace: set it before linking.
+        """
+        result: NsInfo = self._call(NsSetNsidRequest(name=name, nsid=nsid))
+        return result
 
     # Acting inside namespaces as yourself (issue 5) ----------------------------------------------
 
@@ -284,12 +358,25 @@ class Client:
             try:
                 _wire.send(sock, payload)
             except (BrokenPipeError, ConnectionResetError) as exc:
+                if fresh:
+                    # Refused at accept (a connection limit): the reason is waiting to be read.
+                    refusal = pending_error(sock)
+                    self._drop()
+                    raise refusal or DaemonUnavailable(
+                        f"sockd closed the connection: {exc}"
+                    ) from exc
                 # The daemon closed an idle connection before this request reached it: safe to resend.
                 self._drop()
-                if fresh:
-                    raise DaemonUnavailable(f"sockd closed the connection: {exc}") from exc
                 sock = self._connect()
                 self._send_or_fail(sock, payload)
+            except TimeoutError as exc:
+                self._drop()
+                raise DaemonTimeout(
+                    f"sockd did not take the request within {self.timeout} s"
+                ) from exc
+            except OSError as exc:
+                self._drop()
+                raise DaemonUnavailable(f"cannot send to sockd: {exc}") from exc
             try:
                 return self._read_reply(sock, operation.reply, operation.item, operation.gives_fds)
             except BaseException:

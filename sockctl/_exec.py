@@ -13,7 +13,7 @@ from types import FrameType, TracebackType
 from typing import IO, Any, Self
 
 from sockctl import _wire
-from sockctl._reply import decode, error_from, read_message
+from sockctl._reply import decode, error_from, pending_error, read_message
 from sockctl.errors import DaemonUnavailable, InvalidRequest, ProtocolError, SockdError
 from sockctl.protocol import (
     PROTOCOL_VERSION,
@@ -223,8 +223,13 @@ class NsProcess:
         self, request: NsExecRequest | ExecSignalRequest, fds: list[int] | None = None
     ) -> None:
         payload = {"proto": PROTOCOL_VERSION, **to_wire(request)}
+        sock = self._connection()
         try:
-            _wire.send(self._connection(), json.dumps(payload).encode(), fds or ())
+            _wire.send(sock, json.dumps(payload).encode(), fds or ())
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            # Refused at accept (a connection limit): the reason is waiting to be read.
+            refusal = pending_error(sock)
+            raise refusal or DaemonUnavailable(f"sockd closed the connection: {exc}") from exc
         except OSError as exc:
             raise DaemonUnavailable(f"cannot send to sockd: {exc}") from exc
 

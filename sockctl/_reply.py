@@ -32,6 +32,9 @@ def read_message(
         raise DaemonTimeout(f"sockd did not answer within {timeout} s") from exc
     except SockdError:
         raise
+    except ConnectionResetError as exc:
+        refusal = pending_error(sock)
+        raise refusal or DaemonUnavailable(f"lost the connection to sockd: {exc}") from exc
     except OSError as exc:
         raise DaemonUnavailable(f"lost the connection to sockd: {exc}") from exc
     if not data:
@@ -62,3 +65,26 @@ def error_from(message: dict[str, Any]) -> SockdError:
     except (WireTypeError, KeyError) as exc:
         return ProtocolError(f"sockd sent an error reply that breaks the contract: {exc}")
     return from_info(info)
+
+
+def pending_error(sock: socket.socket) -> SockdError | None:
+    """An error reply already queued on a connection the daemon closed, if there is one.
+
+    The kernel reports ECONNRESET once (the daemon closed with our request unread) before it hands
+    out what is still queued, hence the second attempt.
+    """
+    for _ in range(2):
+        try:
+            data = sock.recv(65536, socket.MSG_DONTWAIT)
+        except ConnectionResetError:
+            continue
+        except OSError:
+            return None
+        try:
+            message = json.loads(data)
+        except ValueError:
+            return None
+        if isinstance(message, dict) and not message.get("ok", True):
+            return error_from(message)
+        return None
+    return None

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from sockctl.protocol import VERSION, to_wire
+from sockctl.protocol import VERSION, InterfaceInfo, LinkEnd, to_wire
 
 if TYPE_CHECKING:
     import socket
@@ -138,6 +138,11 @@ def whoami(state: State) -> None:
             "namespaces owned",
             f"{me.namespaces_owned} of {'unlimited' if me.root else me.namespace_quota}",
         ),
+        ("links owned", f"{me.links_owned} of {'unlimited' if me.root else me.link_quota}"),
+        (
+            "pool addresses held",
+            f"{me.addresses_held} of {'unlimited' if me.root else me.address_quota}",
+        ),
     ]
     _emit(state, me, lambda: _pairs(rows))
 
@@ -196,14 +201,20 @@ NS_NAME = click.argument("name", shell_complete=_complete_ns)
 @ns.command("create")
 @NS_NAME
 @click.option("--no-loopback", is_flag=True, help="Leave `lo` down (it is brought up by default).")
+@click.option(
+    "--hostname",
+    metavar="H",
+    help="Also give it its own UTS namespace with hostname H (the host's stays as it is).",
+)
 @json_option
 @pass_state
-def ns_create(state: State, name: str, no_loopback: bool) -> None:
+def ns_create(state: State, name: str, no_loopback: bool, hostname: str | None) -> None:
     """Create the network namespace NAME, owned by you.
 
-    It shows up in `ip netns list` at once; `lo` is up unless --no-loopback.
+    It shows up in `ip netns list` at once; `lo` is up unless --no-loopback. With --hostname it
+    also gets its own UTS namespace, which `ns exec` enters along with the network namespace.
     """
-    info = state.client.ns_create(name, loopback_up=not no_loopback)
+    info = state.client.ns_create(name, loopback_up=not no_loopback, hostname=hostname)
     _emit(state, info, lambda: f"created {info.name} (id {info.id}, owner {_user(info.owner_uid)})")
 
 
@@ -240,14 +251,17 @@ def ns_delete(state: State, name: str, force: bool, yes: bool) -> None:
 def ns_list(state: State) -> None:
     """List named network namespaces with owner, id, nsid and process count."""
     infos = state.client.ns_list()
-    headers = ("NAME", "ID", "NSID", "OWNER", "PROCS", "CREATED")
+    headers = ("NAME", "ID", "NSID", "OWNER", "PROCS", "LINKS", "CREATED")
     rows = [
         (
             i.name,
             str(i.id) if i.id is not None else "(not mounted)",
             str(i.nsid) if i.nsid is not None else "-",
-            _user(i.owner_uid) + ("" if i.managed else " (ip)"),
+            _user(i.owner_uid)
+            + ("" if i.managed else " (ip)")
+            + (" (attached)" if i.attached else ""),
             str(i.processes),
+            str(i.links),
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(i.created)) if i.created else "-",
         )
         for i in infos
@@ -281,6 +295,152 @@ def ns_pids(state: State, name: str) -> None:
         return "\n".join(lines)
 
     _emit(state, payload, text)
+
+
+# Links, attach, nsid, show (issue 6) ----------------------------------------------------------------
+
+
+@ns.command("link")
+@NS_NAME
+@click.option(
+    "--peer",
+    default="host",
+    show_default=True,
+    metavar="host|OTHERNS",
+    shell_complete=_complete_ns,
+    help="The other end: the host, or another namespace of yours.",
+)
+@click.option("--addr", metavar="CIDR", help="Address of NAME's end, e.g. 192.168.7.2/24.")
+@click.option(
+    "--peer-addr",
+    metavar="CIDR",
+    help="Address of the other end (a host end: root only; users get pool addresses there).",
+)
+@click.option("--no-addr", is_flag=True, help="Give neither end an address.")
+@json_option
+@pass_state
+def ns_link(
+    state: State,
+    name: str,
+    peer: str,
+    addr: str | None,
+    peer_addr: str | None,
+    no_addr: bool,
+) -> None:
+    """Connect NAME to the host or to another namespace with a veth pair; both ends come up.
+
+    NAME's end is called eth0 (eth1, ... when taken); a host end is called sd<uid>-<n>, after you.
+    Without --addr/--peer-addr/--no-addr both ends get addresses from sockd's pool: the peer the
+    first of a small block, NAME's end the second. The word `host` always means the host.
+    """
+    link = state.client.ns_link(
+        name,
+        peer=None if peer == "host" else peer,
+        address=addr,
+        peer_address=peer_addr,
+        no_address=no_addr,
+    )
+    _emit(state, link, lambda: f"linked {_end(link.end)} <-> {_end(link.peer)}")
+
+
+@ns.command("unlink")
+@NS_NAME
+@click.argument("ifname", required=False)
+@json_option
+@pass_state
+def ns_unlink(state: State, name: str, ifname: str | None) -> None:
+    """Remove the link whose end in NAME is IFNAME (may be left out if NAME has one link).
+
+    Both ends go, and the link's pool addresses are free again.
+    """
+    reply = state.client.ns_unlink(name, ifname)
+    peer = reply.peer_namespace or "host"
+    _emit(state, reply, lambda: f"unlinked {name}:{reply.ifname} <-> {peer}:{reply.peer_ifname}")
+
+
+@ns.command("show")
+@NS_NAME
+@json_option
+@pass_state
+def ns_show(state: State, name: str) -> None:
+    """Show NAME: owner, id, nsid, hostname, and each interface with addresses, state and peer."""
+    detail = state.client.ns_show(name)
+    info = detail.info
+
+    def text() -> str:
+        rows = [
+            ("name", info.name + (" (attached)" if info.attached else "")),
+            ("id", str(info.id) if info.id is not None else "(not mounted)"),
+            ("owner", _user(info.owner_uid) + ("" if info.managed else " (ip)")),
+            ("nsid", str(info.nsid) if info.nsid is not None else "-"),
+            ("hostname", info.hostname or "- (the host's)"),
+            ("processes", str(info.processes)),
+            ("links", str(info.links)),
+        ]
+        headers = ("IFNAME", "STATE", "ADDRESSES", "PEER", "PEER STATE", "PEER ADDRESSES")
+        table = [_interface_row(info.name, i) for i in detail.interfaces]
+        return _pairs(rows) + "\n\n" + _table(headers, table)
+
+    _emit(state, detail, text)
+
+
+@ns.command("attach")
+@NS_NAME
+@click.argument("pid", type=click.IntRange(min=1), required=False)
+@json_option
+@pass_state
+def ns_attach(state: State, name: str, pid: int | None) -> None:
+    """Name the network namespace of process PID (default: this one), like `ip netns attach`.
+
+    Allowed for your own processes in a namespace you made yourself (e.g. `unshare -rn`). Deleting
+    NAME later removes only the name; the processes keep their namespace.
+    """
+    info = state.client.ns_attach(name, pid)
+    _emit(state, info, lambda: f"attached {info.name} (id {info.id})")
+
+
+@ns.command("set-nsid")
+@NS_NAME
+@click.argument("nsid", metavar="auto|N")
+@json_option
+@pass_state
+def ns_set_nsid(state: State, name: str, nsid: str) -> None:
+    """Assign NAME's nsid as seen from the host (`ip netns set NAME N|auto`).
+
+    An nsid never changes once assigned, and the kernel picks one itself when a link first crosses
+    into the namespace: set it before `ns link` if you want a particular number.
+    """
+    if nsid == "auto":
+        number = None
+    elif nsid.isdigit():
+        number = int(nsid)
+    else:
+        raise click.BadParameter("`auto` or a number", param_hint="NSID")
+    info = state.client.ns_set_nsid(name, number)
+    _emit(state, info, lambda: f"{info.name}: nsid {info.nsid}")
+
+
+def _interface_row(name: str, i: InterfaceInfo) -> tuple[str, ...]:
+    row = (i.ifname, _state(i.up, i.state), " ".join(i.addresses) or "-")
+    if i.link is None:
+        return (*row, "-", "-", "-")
+    # A link's `end` is in the namespace it was made for; seen from its peer namespace, swap.
+    here = (i.link.end.namespace, i.link.end.ifname) == (name, i.ifname)
+    far = i.link.peer if here else i.link.end
+    return (*row, _end_name(far), _state(far.up, far.state), " ".join(far.addresses) or "-")
+
+
+def _end_name(end: LinkEnd) -> str:
+    return f"{end.namespace or 'host'}:{end.ifname}"
+
+
+def _end(end: LinkEnd) -> str:
+    return f"{_end_name(end)} {' '.join(end.addresses) or '(no address)'}"
+
+
+def _state(up: bool, state: str) -> str:
+    """The operational state, or "down" for an interface nobody brought up."""
+    return state if up or state == "absent" else "down"
 
 
 # Acting inside namespaces as yourself (issue 5) ----------------------------------------------------

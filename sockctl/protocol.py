@@ -71,6 +71,19 @@ NS_NAME_RULE = (
 
 PID_MAX = 4194304  # PID_MAX_LIMIT on 64-bit Linux
 
+HOSTNAME_PATTERN = (
+    r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$"
+)
+"""Hostnames (``ns create --hostname``): RFC 1123 labels separated by dots, at most 64 characters."""
+
+IFNAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$"
+"""Interface names: 1-15 characters (IFNAMSIZ - 1) of A-Z a-z 0-9 _ . -, not starting with . or -."""
+
+CIDR_PATTERN = r"^[0-9A-Fa-f:.]{2,45}/[0-9]{1,3}$"
+"""Shape of an ``address/prefix``; the daemon parses it with :mod:`ipaddress` and names the field."""
+
+NSID_MAX = 2**31 - 1
+
 
 class ErrorCode(enum.StrEnum):
     """Stable error codes; each has one exception class in :mod:`sockctl.errors`."""
@@ -114,6 +127,10 @@ class Constraint:
 
 NsName = Annotated[str, Constraint(min_length=1, max_length=64, pattern=NS_NAME_PATTERN)]
 Pid = Annotated[int, Constraint(ge=1, le=PID_MAX)]
+Hostname = Annotated[str, Constraint(min_length=1, max_length=64, pattern=HOSTNAME_PATTERN)]
+IfName = Annotated[str, Constraint(min_length=1, max_length=15, pattern=IFNAME_PATTERN)]
+Cidr = Annotated[str, Constraint(min_length=4, max_length=49, pattern=CIDR_PATTERN)]
+Nsid = Annotated[int, Constraint(ge=0, le=NSID_MAX)]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -152,6 +169,8 @@ class NsCreateRequest(RequestBase):
     op: Literal["ns.create"] = "ns.create"
     name: NsName
     loopback_up: bool = True
+    hostname: Hostname | None = None
+    """Give the namespace its own UTS namespace with this hostname (kept alongside it)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -184,6 +203,61 @@ class NsPidsRequest(RequestBase):
 
     op: Literal["ns.pids"] = "ns.pids"
     name: NsName
+
+
+# Links, attach, nsid, show (issue 6) ------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NsLinkRequest(RequestBase):
+    """Connect a namespace to the host (``peer`` None) or to another namespace with a veth pair.
+
+    Addresses: with none of ``address``, ``peer_address``, ``no_address`` both ends get the two
+    addresses of one block of the daemon's pool (the peer the first, ``name``'s end the second);
+    otherwise each end gets exactly the address given for it (a host end only from root).
+    """
+
+    op: Literal["ns.link"] = "ns.link"
+    name: NsName
+    peer: NsName | None = None
+    address: Cidr | None = None
+    peer_address: Cidr | None = None
+    no_address: bool = False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NsUnlinkRequest(RequestBase):
+    """Remove a link sockd made; ``ifname`` is its end in ``name`` (may be omitted if it has one)."""
+
+    op: Literal["ns.unlink"] = "ns.unlink"
+    name: NsName
+    ifname: IfName | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NsShowRequest(RequestBase):
+    """One namespace in detail: hostname, every interface with state, addresses and peer."""
+
+    op: Literal["ns.show"] = "ns.show"
+    name: NsName
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NsAttachRequest(RequestBase):
+    """Name the network namespace of a process (``ip netns attach``); the caller's own if no pid."""
+
+    op: Literal["ns.attach"] = "ns.attach"
+    name: NsName
+    pid: Pid | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NsSetNsidRequest(RequestBase):
+    """Assign the namespace's nsid as seen from the host (``ip netns set NAME N|auto``); None: auto."""
+
+    op: Literal["ns.set_nsid"] = "ns.set_nsid"
+    name: NsName
+    nsid: Nsid | None = None
 
 
 # Acting inside a namespace as the caller: ns.exec, exec.signal, sock.open ---------------------------
@@ -281,6 +355,12 @@ Request = Union[  # noqa: UP007 -- pydantic reads the discriminator from a typin
     NsListRequest,
     NsIdentifyRequest,
     NsPidsRequest,
+    # issue 6
+    NsLinkRequest,
+    NsUnlinkRequest,
+    NsShowRequest,
+    NsAttachRequest,
+    NsSetNsidRequest,
     # issue 5
     NsExecRequest,
     ExecSignalRequest,
@@ -307,6 +387,11 @@ class WhoAmIReply:
     sees_all_processes: bool
     namespace_quota: int
     namespaces_owned: int
+    link_quota: int = 0
+    links_owned: int = 0
+    address_quota: int = 0
+    addresses_held: int = 0
+    """Pool addresses held by the caller's links (two per link that took its addresses from the pool)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -332,6 +417,12 @@ class NsInfo:
     created: float | None
     nsid: int | None
     processes: int
+    hostname: str | None = None
+    """The hostname of its own UTS namespace (``ns create --hostname``); None: it shares the host's."""
+    attached: bool = False
+    """Named from an existing process's namespace (``ns attach``)."""
+    links: int = 0
+    """Links sockd made that have an end in it."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -355,6 +446,65 @@ class NsPidsResult:
 
     name: str
     hidden: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LinkEnd:
+    """One end of a veth pair, as the kernel shows it now."""
+
+    namespace: str | None
+    """The named namespace it lives in; None: the host."""
+    ifname: str
+    up: bool
+    """Administratively up."""
+    state: str
+    """Operational state as ``ip link`` names it (up, down, lowerlayerdown, ...); "absent" if gone."""
+    addresses: list[str]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LinkInfo:
+    """A link sockd made: ``end`` is in the namespace it was made for, ``peer`` in the host or another."""
+
+    id: str
+    owner_uid: int
+    end: LinkEnd
+    peer: LinkEnd
+    pool_block: str | None
+    """The pool block its addresses came from; None when they were given (or there are none)."""
+    created: float
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NsUnlinkReply:
+    id: str
+    name: str
+    ifname: str
+    peer_namespace: str | None
+    peer_ifname: str
+    released: str | None
+    """The pool block given back, if the link had one."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class InterfaceInfo:
+    """One interface inside a namespace, and its peer when sockd made it."""
+
+    ifname: str
+    index: int
+    kind: str | None
+    up: bool
+    state: str
+    addresses: list[str]
+    link: LinkInfo | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NsDetail:
+    info: NsInfo
+    interfaces: list[InterfaceInfo]
+    uts_path: str | None = None
+    """Where its UTS namespace is mounted (``nsenter --uts=PATH``), if it has one."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -433,6 +583,12 @@ OPERATIONS: dict[str, Operation] = {
     "ns.list": Operation(NsListRequest, None, item=NsInfo),
     "ns.identify": Operation(NsIdentifyRequest, NsIdentifyReply),
     "ns.pids": Operation(NsPidsRequest, NsPidsResult, item=int),
+    # issue 6
+    "ns.link": Operation(NsLinkRequest, LinkInfo, mutating=True),
+    "ns.unlink": Operation(NsUnlinkRequest, NsUnlinkReply, mutating=True),
+    "ns.show": Operation(NsShowRequest, NsDetail),
+    "ns.attach": Operation(NsAttachRequest, NsInfo, mutating=True),
+    "ns.set_nsid": Operation(NsSetNsidRequest, NsInfo, mutating=True),
     # issue 5: acting inside a namespace as the caller. Both are audited like mutations: root acts
     # on the caller's behalf.
     "ns.exec": Operation(

@@ -5,12 +5,15 @@ Example, with the defaults (``systemd/sockd.toml`` is the installed copy)::
     [policy]
     create_groups = ["sockd"]            # may create namespaces (root always may)
     monitor_groups = ["sockd-monitor"]   # may see other users' processes and pids
-    namespace_quota = 16                 # namespaces one non-root user may own
+    namespace_quota = 16                 # namespaces one non-root user may own (created or attached)
+    link_quota = 16                      # veth links one non-root user may own
+    address_quota = 32                   # pool addresses one non-root user may hold (2 per link)
     exec_groups = []                     # may `ns exec`/`sock open` into ANY namespace (owners and
                                          # root always may into theirs / all)
 
     # Privileged ports (1-1023) in the HOST namespace, authbind's model: none for non-root users
-    # unless a rule grants it. Inside namespaces they may enter, users may bind any port. Each rule:
+    # unless a rule grants it (the default: no rules). Inside namespaces they may enter, users may
+    # bind any port. An example rule:
     [[policy.privileged_ports]]
     users = ["alice", 1001]              # user names or uids ...
     groups = ["www"]                     # ... or groups (names or gids): either matches
@@ -25,8 +28,16 @@ Example, with the defaults (``systemd/sockd.toml`` is the installed copy)::
     send_timeout = 5.0                   # seconds a reply may wait for a slow reader
     idle_exit = 0.0                      # exit after this long without clients (0: never)
 
+    [links]
+    pool = "10.213.0.0/16"               # IPv4 pool `ns link` takes default addresses from
+    block_prefix = 30                    # one block per link: /30 (.1 peer, .2 namespace) or /31
+
     [log]
     level = "info"                       # debug, info, warning, error
+
+Every pool block is either held by a link sockd made (recorded in the registry, released when the link
+goes) or skipped because one of its addresses already shows up in the host namespace, so the pool never
+hands out an address the host uses. Pick a range that is not routed anywhere on the host.
 """
 
 import grp
@@ -35,10 +46,11 @@ import pwd
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_CONFIG = "/etc/sockd/sockd.toml"
 
@@ -87,6 +99,8 @@ class PolicyConfig(_Section):
     create_groups: list[str | int] = ["sockd"]
     monitor_groups: list[str | int] = ["sockd-monitor"]
     namespace_quota: int = Field(default=16, ge=0, le=100000)
+    link_quota: int = Field(default=16, ge=0, le=100000)
+    address_quota: int = Field(default=32, ge=0, le=1 << 24)
     # issue 5: who may act inside namespaces they do not own, and privileged host ports.
     exec_groups: list[str | int] = []
     privileged_ports: list[PrivilegedPortRule] = []
@@ -100,6 +114,19 @@ class LimitsConfig(_Section):
     idle_exit: float = Field(default=0.0, ge=0)
 
 
+class LinksConfig(_Section):
+    pool: IPv4Network = IPv4Network("10.213.0.0/16")
+    block_prefix: int = Field(default=30, ge=8, le=31)
+
+    @model_validator(mode="after")
+    def _block_fits(self) -> "LinksConfig":
+        if self.block_prefix < self.pool.prefixlen:
+            raise ValueError(
+                f"block_prefix /{self.block_prefix} is larger than the pool {self.pool}"
+            )
+        return self
+
+
 class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -107,6 +134,7 @@ class LogConfig(_Section):
 class Config(_Section):
     policy: PolicyConfig = PolicyConfig()
     limits: LimitsConfig = LimitsConfig()
+    links: LinksConfig = LinksConfig()
     log: LogConfig = LogConfig()
 
 

@@ -7,6 +7,7 @@ import threading
 import time
 import traceback
 from collections.abc import Generator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -27,10 +28,11 @@ from sockd.config import Config
 from sockd.dispatch import TABLE, Call, Fds, Listing, Session, WithFds
 from sockd.execution import Executor
 from sockd.handover import SocketOpener
+from sockd.links import Links
 from sockd.log import Logger
 from sockd.netns import DEFAULT_NETNS_DIR, Faults, Namespaces
 from sockd.policy import Peer, Policy
-from sockd.registry import Registry
+from sockd.registry import LinkRegistry, Registry
 
 _CHUNK = MAX_MESSAGE - 1024  # room for the envelope around a listing's items
 
@@ -44,6 +46,21 @@ class Message(NamedTuple):
 
     payload: bytes
     fds: tuple[int, ...] = ()
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A request that passed (or failed) the cheap checks, waiting for its handler."""
+
+    op: str | None
+    request: Any
+    fds: list[int]
+    error: RequestError | None = None
+
+    @property
+    def inline(self) -> bool:
+        """Whether the server may run it on its event loop: errors and non-blocking handlers."""
+        return self.error is not None or self.op is None or TABLE[self.op].inline
 
 
 class Stats:
@@ -81,18 +98,35 @@ class Daemon:
         self.started = time.monotonic()
         self.stats = Stats()
         registry = Registry(str(Path(state_dir) / "namespaces"), on_corrupt=log.error)
+        faults = Faults(pause_at, log)
         self.namespaces = Namespaces(
-            registry, lambda: self.policy, log, Faults(pause_at, log), netns_dir
+            registry,
+            lambda: self.policy,
+            log,
+            faults,
+            netns_dir,
+            uts_dir=str(Path(state_dir) / "uts"),
         )
-        self.executor = Executor(
-            self.namespaces, lambda: self.policy, log, uts_dir=str(Path(state_dir) / "uts")
+        self.links = Links(
+            LinkRegistry(str(Path(state_dir) / "links"), on_corrupt=log.error),
+            self.namespaces,
+            lambda: self.policy,
+            lambda: self.config.links,
+            log,
+            faults,
         )
+        self.executor = Executor(self.namespaces, lambda: self.policy, log)
         self.sockets = SocketOpener(self.namespaces, lambda: self.policy)
         self._warn_unknown_groups()
 
     def end_sessions(self) -> None:
         """The daemon is stopping: running ``ns.exec`` commands are terminated, then killed."""
         self.executor.stop()
+
+    def reconcile(self) -> None:
+        """Start-up repair: namespaces first (links hang off them), then links."""
+        self.namespaces.reconcile()
+        self.links.reconcile()
 
     def reload(self, config: Config) -> None:
         """Apply a new configuration (SIGHUP); requests in flight keep the policy they started with."""
@@ -109,28 +143,63 @@ class Daemon:
 
     def handle(
         self, peer: Peer, data: bytes, fds: list[int], channel: socket.socket | None = None
-    ) -> Generator[Message, None, None]:
-        """Answer one request datagram with one or more reply datagrams. Never raises.
+    ) -> Iterator[Message]:
+        """Answer one request datagram with one or more reply datagrams. Never raises."""
+        return self.execute(peer, self.prepare(peer, data, fds), channel)
 
-        ``channel`` is the connection the request came on; sessions (``ns.exec``) read their
-        follow-up requests from it. Every descriptor in ``fds`` is closed by the time this ends.
+    def prepare(self, peer: Peer, data: bytes, fds: list[int]) -> "Prepared":
+        """Parse, check the version, validate and authorize: cheap, never blocks, never raises.
+
+        The server looks at the result to decide where the handler runs (``Prepared.inline``).
         """
         self.stats.served()
         op: str | None = None
         request: Any = None
-        received = Fds(fds)
         try:
-            op, request = self._parse(data, fds)
+            message = self._decode(data)
+            op = self._operation(message, fds)
+            request = self._validate(op, data)
             self.policy.authorize(TABLE[op].access, peer, op)
+        except RequestError as exc:
+            _wire.close_all(fds)
+            self._audit(peer, op, request, exc.code.value, exc.message)
+            # The refusal outlives this frame in Prepared: drop its traceback and cause, which
+            # reference frames in cycles that only a full gc pass frees (seen as RSS creep).
+            exc.__traceback__ = exc.__cause__ = exc.__context__ = None
+            return Prepared(op, request, fds=[], error=exc)
+        return Prepared(op, request, fds=fds)
+
+    def execute(
+        self, peer: Peer, prepared: "Prepared", channel: socket.socket | None = None
+    ) -> Generator[Message, None, None]:
+        """Run a prepared request's handler; yields the reply datagrams. Never raises.
+
+        ``channel`` is the connection the request came on, off the server's loop while this runs;
+        sessions (``ns.exec``) read their follow-up requests from it. Every descriptor that came
+        with the request is closed by the time this ends.
+        """
+        op, request = prepared.op, prepared.request
+        if prepared.error is not None or op is None:
+            error = prepared.error or InternalError("request was not prepared")
+            yield Message(self.error_reply(error))
+            return
+        received = Fds(prepared.fds)
+        try:
             result = TABLE[op].handler(self, peer, request)
             if isinstance(result, Session):
-                yield from self._converse(result, Call(received, _Channel(self, channel, op)))
+                follow_ups = _Channel(self, peer, channel, op)
+                yield from self._converse(result, Call(received, follow_ups))
             elif isinstance(result, Listing):
                 yield from self._stream(result)
             elif isinstance(result, WithFds):
                 yield from self._hand_over(result)
             else:
                 yield Message(f'{{"ok":true,"result":{_dumps(to_wire(result))}}}'.encode())
+        except GeneratorExit:
+            # The client went away before the whole reply was sent; what the handler did stands
+            # (an ns.exec command ran, and was killed) and is audited like any other request.
+            self._audit(peer, op, request, "ok", "the client went away before the whole reply")
+            raise
         except RequestError as exc:
             self._audit(peer, op, request, exc.code.value, exc.message)
             yield Message(self.error_reply(exc))
@@ -150,13 +219,19 @@ class Daemon:
             received.close()
         self._audit(peer, op, request, "ok", "")
 
-    def _parse(self, data: bytes, fds: list[int]) -> tuple[str, Any]:
+    @staticmethod
+    def _decode(data: bytes) -> dict[str, Any]:
         try:
             message = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
             raise MalformedMessage(f"request is not valid JSON: {exc}") from exc
         if not isinstance(message, dict):
             raise MalformedMessage("request must be a JSON object")
+        return message
+
+    @staticmethod
+    def _operation(message: dict[str, Any], fds: list[int]) -> str:
+        """The operation named by a decoded request, after the protocol version check."""
         proto = message.get("proto")
         if proto != PROTOCOL_VERSION:
             raise UnsupportedVersion(
@@ -172,8 +247,13 @@ class Daemon:
             )
         if fds and not OPERATIONS[op].takes_fds:
             raise InvalidRequest(f"{op} takes no file descriptors; {len(fds)} sent", field="fds")
+        return op
+
+    @staticmethod
+    def _validate(op: str, data: bytes) -> Any:
+        """The request as its contract type: strict types, bounds, no unknown fields."""
         try:
-            request = request_adapter(op).validate_json(data, strict=True)
+            return request_adapter(op).validate_json(data, strict=True)
         except ValidationError as exc:
             errors = exc.errors(include_url=False, include_input=False)
             first = errors[0]
@@ -193,7 +273,6 @@ class Daemon:
                     ]
                 },
             ) from exc
-        return op, request
 
     def _stream(self, listing: Listing) -> Iterator[Message]:
         parts: list[str] = []
@@ -264,12 +343,17 @@ class Daemon:
 
 
 class _Channel:
-    """The connection of a running session (see :class:`sockd.dispatch.Channel`)."""
+    """The connection of a running session (see :class:`sockd.dispatch.Channel`).
 
-    def __init__(self, daemon: Daemon, sock: socket.socket | None, op: str) -> None:
+    The server has taken the connection off its loop while the request runs, so the session is the
+    only reader; follow-ups go through the same checks as any request (:meth:`Daemon.prepare`).
+    """
+
+    def __init__(self, daemon: Daemon, peer: Peer, sock: socket.socket | None, op: str) -> None:
         if sock is None:
             raise InternalError(f"{op} needs the connection, and none was given")
         self._daemon = daemon
+        self._peer = peer
         self._sock = sock
         self._op = op
 
@@ -278,19 +362,19 @@ class _Channel:
 
     def receive(self) -> Any | None:
         try:
-            data, fds = _wire.recv(self._sock)
+            data, fds = _wire.recv(self._sock)  # too large, too many fds: RequestError ends it
         except OSError:
             return None  # reset, or gone: the same to a session
         if not data:
             return None
-        try:
-            op, request = self._daemon._parse(data, fds)
-        finally:
-            _wire.close_all(fds)
+        prepared = self._daemon.prepare(self._peer, data, fds)
+        _wire.close_all(prepared.fds)  # follow-ups take none (prepare refused any already)
+        if prepared.error is not None:
+            raise prepared.error
         allowed = OPERATIONS[self._op].follow_ups
-        if op not in allowed:
+        if prepared.op not in allowed:
             raise InvalidRequest(
-                f"only {', '.join(allowed)} may be sent while {self._op} runs; got {op}",
+                f"only {', '.join(allowed)} may be sent while {self._op} runs; got {prepared.op}",
                 field="op",
             )
-        return request
+        return prepared.request

@@ -107,6 +107,9 @@ Handler = Callable[["Daemon", Peer, Any], Any]
 class Route:
     access: Access
     handler: Handler
+    inline: bool = False
+    """Run on the server's event loop. Only for handlers that never block: no locks that slow
+    operations hold, no waiting on the kernel or the disk. Everything else gets its own thread."""
 
 
 def ping(daemon: "Daemon", peer: Peer, request: p.PingRequest) -> p.PingReply:
@@ -115,6 +118,7 @@ def ping(daemon: "Daemon", peer: Peer, request: p.PingRequest) -> p.PingReply:
 
 def whoami(daemon: "Daemon", peer: Peer, request: p.WhoAmIRequest) -> p.WhoAmIReply:
     policy = daemon.policy
+    links_owned, addresses_held = daemon.links.owned(peer.uid)
     return p.WhoAmIReply(
         uid=peer.uid,
         gid=peer.creds.gid,
@@ -126,6 +130,10 @@ def whoami(daemon: "Daemon", peer: Peer, request: p.WhoAmIRequest) -> p.WhoAmIRe
         sees_all_processes=policy.sees_all_processes(peer),
         namespace_quota=policy.namespace_quota,
         namespaces_owned=daemon.namespaces.owned_by(peer.uid),
+        link_quota=policy.link_quota,
+        links_owned=links_owned,
+        address_quota=policy.address_quota,
+        addresses_held=addresses_held,
     )
 
 
@@ -143,7 +151,9 @@ def status(daemon: "Daemon", peer: Peer, request: p.StatusRequest) -> p.StatusRe
 
 
 def ns_create(daemon: "Daemon", peer: Peer, request: p.NsCreateRequest) -> p.NsInfo:
-    return daemon.namespaces.create(peer, request.name, loopback_up=request.loopback_up)
+    return daemon.namespaces.create(
+        peer, request.name, loopback_up=request.loopback_up, hostname=request.hostname
+    )
 
 
 def ns_delete(daemon: "Daemon", peer: Peer, request: p.NsDeleteRequest) -> p.NsDeleteReply:
@@ -151,7 +161,7 @@ def ns_delete(daemon: "Daemon", peer: Peer, request: p.NsDeleteRequest) -> p.NsD
 
 
 def ns_list(daemon: "Daemon", peer: Peer, request: p.NsListRequest) -> Listing:
-    return Listing(daemon.namespaces.infos())
+    return Listing(daemon.links.annotate(daemon.namespaces.infos()))
 
 
 def ns_identify(daemon: "Daemon", peer: Peer, request: p.NsIdentifyRequest) -> p.NsIdentifyReply:
@@ -161,6 +171,36 @@ def ns_identify(daemon: "Daemon", peer: Peer, request: p.NsIdentifyRequest) -> p
 def ns_pids(daemon: "Daemon", peer: Peer, request: p.NsPidsRequest) -> Listing:
     pids, result = daemon.namespaces.pids(peer, request.name)
     return Listing(pids, result)
+
+
+# Links, attach, nsid, show (issue 6) ------------------------------------------------------------
+
+
+def ns_link(daemon: "Daemon", peer: Peer, request: p.NsLinkRequest) -> p.LinkInfo:
+    return daemon.links.link(
+        peer,
+        request.name,
+        peer_ns=request.peer,
+        address=request.address,
+        peer_address=request.peer_address,
+        no_address=request.no_address,
+    )
+
+
+def ns_unlink(daemon: "Daemon", peer: Peer, request: p.NsUnlinkRequest) -> p.NsUnlinkReply:
+    return daemon.links.unlink(peer, request.name, request.ifname)
+
+
+def ns_show(daemon: "Daemon", peer: Peer, request: p.NsShowRequest) -> p.NsDetail:
+    return daemon.links.show(request.name)
+
+
+def ns_attach(daemon: "Daemon", peer: Peer, request: p.NsAttachRequest) -> p.NsInfo:
+    return daemon.namespaces.attach(peer, request.name, request.pid)
+
+
+def ns_set_nsid(daemon: "Daemon", peer: Peer, request: p.NsSetNsidRequest) -> p.NsInfo:
+    return daemon.links.annotate_one(daemon.namespaces.set_nsid(peer, request.name, request.nsid))
 
 
 # Acting inside a namespace as the caller (issue 5) -------------------------------------------------
@@ -182,7 +222,7 @@ def sock_open(daemon: "Daemon", peer: Peer, request: p.SockOpenRequest) -> WithF
 
 
 TABLE: dict[str, Route] = {
-    "ping": Route(Access.ANYONE, ping),
+    "ping": Route(Access.ANYONE, ping, inline=True),
     "whoami": Route(Access.ANYONE, whoami),
     "status": Route(Access.ANYONE, status),
     "ns.create": Route(Access.CREATOR, ns_create),
@@ -190,6 +230,12 @@ TABLE: dict[str, Route] = {
     "ns.list": Route(Access.ANYONE, ns_list),
     "ns.identify": Route(Access.ANYONE, ns_identify),
     "ns.pids": Route(Access.ANYONE, ns_pids),
+    # issue 6
+    "ns.link": Route(Access.CREATOR, ns_link),
+    "ns.unlink": Route(Access.CREATOR, ns_unlink),
+    "ns.show": Route(Access.ANYONE, ns_show),
+    "ns.attach": Route(Access.CREATOR, ns_attach),
+    "ns.set_nsid": Route(Access.CREATOR, ns_set_nsid),
     # issue 5: ownership (exec) and port grants (sock.open) are checked in the handlers.
     "ns.exec": Route(Access.ANYONE, ns_exec),
     "exec.signal": Route(Access.ANYONE, exec_signal),

@@ -60,9 +60,10 @@ def _syscall(name: str, *args: "int | ctypes.Array[ctypes.c_uint32]") -> int:
 
 
 def _require_disposable_thread() -> None:
-    # A thread that changed namespaces or credentials must never serve anything else afterwards.
-    if threading.current_thread() is threading.main_thread():
-        raise RuntimeError("namespace and credential changes belong on a short-lived thread")
+    # A thread that changed namespaces or credentials must never serve anything else afterwards:
+    # only linux.run_in_thread's threads qualify (the server's request threads are reused).
+    if threading.current_thread().name != linux.NS_THREAD_NAME:
+        raise RuntimeError("namespace and credential changes belong on linux.run_in_thread")
 
 
 def join_netns(netns_fd: int) -> None:

@@ -49,15 +49,12 @@ class Executor:
         policy: Callable[[], Policy],
         log: Logger,
         *,
-        uts_dir: str,
         etc_netns: str = enter.DEFAULT_ETC_NETNS,
         stop_grace: float = STOP_GRACE,
     ) -> None:
         self.namespaces = namespaces
         self.policy = policy
         self.log = log
-        self.uts_dir = uts_dir
-        """Where a namespace's UTS namespace is kept (``<state_dir>/uts/<name>``), if it has one."""
         self.etc_netns = etc_netns
         self.stop_grace = stop_grace
         # Readable for good once stop() wrote to it: every session polls it.
@@ -88,7 +85,12 @@ class Executor:
             yield ExecStarted(pid=child.pid)
             result = self._supervise(child, call.channel, request.name)
         finally:
-            child.close()
+            if child.close():  # the session ended early: client gone, or a bad follow-up
+                self.log.info(
+                    f"ns.exec in {request.name}: killed pid {child.pid}, its session ended first",
+                    SOCKD_NS=request.name,
+                    SOCKD_CHILD_PID=child.pid,
+                )
         self.log.debug(
             f"ns.exec pid {child.pid} ended: {result.exit_code=} {result.signal=}",
             SOCKD_NS=request.name,
@@ -113,7 +115,7 @@ class Executor:
         return child
 
     def _open_uts(self, name: str) -> int | None:
-        path = os.path.join(self.uts_dir, name)  # name matches NS_NAME_PATTERN: no "/" or ".."
+        path = self.namespaces.uts_path(name)  # kept by `ns create --hostname`
         if not linux.is_namespace_mount(path):
             return None  # the namespace has no hostname of its own
         try:
@@ -245,9 +247,14 @@ class _Child:
             return ExecExit(pid=self.pid, exit_code=None, signal=-returncode)
         return ExecExit(pid=self.pid, exit_code=returncode, signal=None)
 
-    def close(self) -> None:
-        """Kill the command if it still runs, reap it, release the pidfd. No zombie is left."""
-        if self.process.returncode is None:
+    def close(self) -> bool:
+        """Kill the command if it still runs, reap it, release the pidfd; whether it had to kill.
+
+        No zombie is left either way.
+        """
+        killed = self.process.returncode is None
+        if killed:
             self.signal(signal.SIGKILL)
             self.process.wait()
         os.close(self.pidfd)
+        return killed

@@ -118,6 +118,10 @@ def is_namespace_mount(path: str) -> bool:
         return False
 
 
+NS_THREAD_NAME = "sockd-ns"
+"""The name of :func:`run_in_thread`'s threads, the only ones allowed to change namespaces."""
+
+
 def run_in_thread(fn: Callable[[], _T]) -> _T:
     """Run ``fn`` in a new, short-lived thread and return its result or raise its exception.
 
@@ -132,7 +136,7 @@ def run_in_thread(fn: Callable[[], _T]) -> _T:
         except BaseException as exc:  # noqa: BLE001 -- handed to the caller's thread below
             outcome.append((False, exc))
 
-    thread = threading.Thread(target=target, name="sockd-ns")
+    thread = threading.Thread(target=target, name=NS_THREAD_NAME)
     thread.start()
     thread.join()
     ok, value = outcome[0]
@@ -142,17 +146,31 @@ def run_in_thread(fn: Callable[[], _T]) -> _T:
     return result
 
 
-def new_netns_bound_to(path: str, *, loopback_up: bool, before_mount: Callable[[], None]) -> None:
+def new_netns_bound_to(
+    path: str,
+    *,
+    loopback_up: bool,
+    before_mount: Callable[[], None],
+    uts_path: str | None = None,
+    hostname: str | None = None,
+) -> None:
     """Make a new network namespace and bind-mount it on the existing placeholder ``path``.
 
     Runs in a dedicated thread (see :func:`run_in_thread`). ``before_mount`` is called between
-    unshare and the bind mount (a fault-injection point for the tests).
+    unshare and the bind mount (a fault-injection point for the tests). With ``uts_path`` the thread
+    also gets a new UTS namespace (``clone(CLONE_NEWUTS|CLONE_NEWNET)``'s pair), named ``hostname``
+    and bind-mounted on the existing placeholder ``uts_path``; the host's hostname is untouched
+    because only this thread's UTS namespace changes.
     """
 
     def work() -> None:
-        unshare(CLONE_NEWNET)
+        unshare(CLONE_NEWNET | (CLONE_NEWUTS if uts_path is not None else 0))
+        if uts_path is not None and hostname is not None:
+            socket.sethostname(hostname)
         before_mount()
         mount("/proc/thread-self/ns/net", path, None, MS_BIND)
+        if uts_path is not None:
+            mount("/proc/thread-self/ns/uts", uts_path, None, MS_BIND)
         if loopback_up:
             set_link_up("lo")
 
@@ -322,3 +340,121 @@ def get_nsid(ns_fd: int) -> int | None:
             return None if nsid < 0 else nsid
         offset += (length + 3) & ~3
     return None
+
+
+# Namespaces of other processes, UTS, sysctls (issue 6) ---------------------------------------------
+
+_NS_GET_USERNS = 0xB701  # _IO(NSIO, 0x1), include/uapi/linux/nsfs.h
+_NS_GET_OWNER_UID = 0xB704  # _IO(NSIO, 0x4)
+
+
+def hostname_in(uts_path: str) -> str:
+    """The hostname of the UTS namespace mounted at ``uts_path`` (read from a dedicated thread)."""
+
+    def work() -> str:
+        fd = os.open(uts_path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            setns(fd, CLONE_NEWUTS)
+        finally:
+            os.close(fd)
+        return socket.gethostname()
+
+    return run_in_thread(work)
+
+
+def netns_owner_uid(netns_fd: int) -> int:
+    """The uid that created the user namespace owning the network namespace ``netns_fd``.
+
+    0 for namespaces of the initial user namespace (the host's, and every one root made); the
+    caller's uid for one made by an unprivileged ``unshare -rn``. (ioctl_ns(2))
+    """
+    userns = fcntl.ioctl(netns_fd, _NS_GET_USERNS)
+    try:
+        raw = fcntl.ioctl(userns, _NS_GET_OWNER_UID, bytes(4))
+    finally:
+        os.close(userns)
+    uid: int = struct.unpack("=I", raw)[0]
+    return uid
+
+
+class PinnedProcess:
+    """A process held by a pidfd; every read of ``/proc/PID`` is checked against it.
+
+    A pid alone is racy: the process may exit and the number name another one while we read
+    ``/proc/PID``. So a pidfd is taken first (or ``pidfd``, e.g. the peer's SO_PEERPIDFD, is
+    borrowed), ``/proc/PID`` is read, and only if the pidfd's process is still alive afterwards can
+    nothing have reused the pid in between: what was read belongs to the process the pidfd names.
+    Methods raise ProcessLookupError once the process is gone.
+    """
+
+    def __init__(self, pid: int, pidfd: int | None = None, proc: str = "/proc") -> None:
+        self.pid = pid
+        self.proc = proc
+        self._own = pidfd is None
+        self._pidfd = os.pidfd_open(pid) if pidfd is None else pidfd
+
+    def close(self) -> None:
+        if self._own and self._pidfd >= 0:
+            os.close(self._pidfd)
+        self._pidfd = -1
+
+    def __enter__(self) -> "PinnedProcess":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def uids(self) -> tuple[int, int, int]:
+        """Real, effective and saved uid."""
+        try:
+            uids = _status_uids(f"{self.proc}/{self.pid}/status")
+        except FileNotFoundError as exc:
+            raise ProcessLookupError(errno.ESRCH, f"process {self.pid} exited") from exc
+        self._still_alive()
+        return uids
+
+    def open_netns(self) -> int:
+        """An fd on the process's network namespace; the caller closes it."""
+        try:
+            fd = os.open(f"{self.proc}/{self.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError as exc:
+            raise ProcessLookupError(errno.ESRCH, f"process {self.pid} exited") from exc
+        try:
+            self._still_alive()
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _still_alive(self) -> None:
+        if not pidfd_alive(self._pidfd):
+            raise ProcessLookupError(errno.ESRCH, f"process {self.pid} exited")
+
+
+def _status_uids(path: str) -> tuple[int, int, int]:
+    with open(path, "rb") as status:
+        for line in status:
+            if line.startswith(b"Uid:"):
+                real, effective, saved = (int(v) for v in line.split()[1:4])
+                return real, effective, saved
+    raise ProcessLookupError(errno.ESRCH, f"no Uid line in {path}")
+
+
+def bind_namespace_fd(fd: int, path: str) -> None:
+    """Bind-mount the namespace open as ``fd`` on the existing placeholder ``path``."""
+    mount(f"/proc/self/fd/{fd}", path, None, MS_BIND)
+
+
+def set_interface_sysctl(
+    family: str, ifname: str, key: str, value: str, proc: str = "/proc"
+) -> bool:
+    """Write ``/proc/sys/net/<family>/conf/<ifname>/<key>`` in the caller's namespace.
+
+    False if the file does not exist (IPv6 disabled on the host, for instance).
+    """
+    try:
+        with open(f"{proc}/sys/net/{family}/conf/{ifname}/{key}", "w") as file:
+            file.write(value)
+    except FileNotFoundError:
+        return False
+    return True

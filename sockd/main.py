@@ -170,7 +170,7 @@ def _run(
             netns_dir=netns_dir,
             pause_at=pause_at,
         )
-        daemon.namespaces.reconcile()
+        daemon.reconcile()
         server = Server(daemon, listener.sock, lambda: daemon.config.limits, log, notify)
 
         def reload() -> None:

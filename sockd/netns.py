@@ -2,6 +2,11 @@
 
 A named namespace is a bind mount of a namespace file on ``<netns_dir>/<name>`` (``/run/netns``).
 sockd adds an owner, recorded in the registry before anything is made.
+
+A namespace created with a hostname also has its own UTS namespace, bind-mounted the same way on
+``<state_dir>/uts/<name>`` (:meth:`Namespaces.uts_path`); whatever enters the namespace (``ns exec``)
+enters that UTS namespace too when the file exists. ``ns attach`` names the network namespace of an
+existing process instead of creating one.
 """
 
 import errno
@@ -19,8 +24,10 @@ from sockd import linux
 from sockd.log import Logger
 from sockd.policy import Peer, Policy
 from sockd.registry import Record, Registry
+from sockd.rtnl import Rtnl
 
 DEFAULT_NETNS_DIR = "/run/netns"
+DEFAULT_UTS_DIR = "/run/sockd/uts"
 DEFAULT_PROC = "/proc"
 
 
@@ -37,6 +44,11 @@ class Faults:
         "ns.create.unshared",
         "ns.create.mounted",
         "ns.delete.unmounted",
+        # issue 6: links (sockd/links.py)
+        "link.recorded",
+        "link.created",
+        "link.configured",
+        "unlink.deleted",
     )
 
     def __init__(self, pause_at: str | None, log: Logger) -> None:
@@ -69,6 +81,7 @@ class Namespaces:
         faults: Faults,
         netns_dir: str = DEFAULT_NETNS_DIR,
         proc: str = DEFAULT_PROC,
+        uts_dir: str = DEFAULT_UTS_DIR,
     ) -> None:
         self.registry = registry
         self.policy = policy
@@ -76,36 +89,51 @@ class Namespaces:
         self.faults = faults
         self.netns_dir = netns_dir
         self.proc = proc
+        self.uts_dir = uts_dir
         self._lock = threading.Lock()
+        self.before_discard: list[Callable[[str], None]] = []
+        """Called with the lock held and the name of a namespace about to be deleted, after the
+        checks passed: what hangs off it (links) goes first."""
+
+    @property
+    def lock(self) -> threading.Lock:
+        """Held by every mutation of namespaces and of what hangs off them (links)."""
+        return self._lock
 
     # Mutations ----------------------------------------------------------------------------------
 
-    def create(self, peer: Peer, name: str, *, loopback_up: bool = True) -> NsInfo:
+    def create(
+        self, peer: Peer, name: str, *, loopback_up: bool = True, hostname: str | None = None
+    ) -> NsInfo:
         path = self._path(name)
         with self._lock:
-            self.policy().check_quota(peer, self.registry.count_owned(peer.uid))
+            self.policy().check_quota(peer, self._owned(peer.uid))
             if os.path.lexists(path):
                 raise AlreadyExists(f"namespace {name} already exists", field="name")
             # Ownership first: whatever a crash leaves behind from here on is owned and cleanable.
-            record = Record(name=name, owner_uid=peer.uid, created=time.time())
+            record = Record(name=name, owner_uid=peer.uid, created=time.time(), hostname=hostname)
             self.registry.write(record)
             self.faults.point("ns.create.recorded")
             try:
-                self._make(path, loopback_up)
+                self._make(path, loopback_up, self._new_uts(name) if hostname else None, hostname)
             except FileExistsError as exc:
                 # Someone else (`ip netns add`) made the name between our check and our open.
                 self.registry.remove(name)
                 raise AlreadyExists(f"namespace {name} already exists", field="name") from exc
             except BaseException as exc:
                 self._discard(path)
+                self._discard_uts(name)
                 self.registry.remove(name)
                 if isinstance(exc, OSError):
                     raise InternalError(f"cannot create namespace {name}: {exc.strerror}") from exc
                 raise
             self.registry.write(record.ready())
-        return self._info(name, record.ready(), linux.ns_identity(path))
+        # A namespace made a moment ago has no process inside: skip the /proc walk.
+        return self._info(name, record.ready(), linux.ns_identity(path), counts={})
 
-    def _make(self, path: str, loopback_up: bool) -> None:
+    def _make(
+        self, path: str, loopback_up: bool, uts_path: str | None, hostname: str | None
+    ) -> None:
         with self._netns_dir_locked():
             # O_EXCL: losing a race against `ip netns add` of the same name fails here, not later.
             os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0))
@@ -114,6 +142,8 @@ class Namespaces:
                 path,
                 loopback_up=loopback_up,
                 before_mount=lambda: self.faults.point("ns.create.unshared"),
+                uts_path=uts_path,
+                hostname=hostname,
             )
             self.faults.point("ns.create.mounted")
 
@@ -130,13 +160,19 @@ class Namespaces:
             if linux.is_namespace_mount(path):
                 inside = linux.processes_in_netns(linux.ns_identity(path), self.proc)
             visible, hidden = self._visible_pids(peer, inside)
-            if inside and not force:
+            # An attached namespace belongs to the processes it was taken from: deleting removes
+            # only the name, like `ip netns delete` of an `ip netns attach`ed one.
+            attached = record is not None and record.attached
+            if inside and not force and not attached:
                 raise Busy(
                     f"namespace {name} has {len(inside)} processes inside; stop them, or delete "
                     f"with --force (they keep the namespace alive without its name)",
                     details={"pids": visible, "hidden_pids": hidden},
                 )
+            for hook in self.before_discard:
+                hook(name)
             self._discard(path)
+            self._discard_uts(name)
             self.registry.remove(name)
         return NsDeleteReply(name=name, pids=visible, hidden_pids=hidden, still_alive=bool(inside))
 
@@ -179,7 +215,10 @@ class Namespaces:
             record = records.get(entry.name)
             if record is not None and record.state == "creating":
                 continue  # being made right now; shown once ready
-            identity = linux.ns_identity(entry.path) if entry.mounted else None
+            try:
+                identity = linux.ns_identity(entry.path) if entry.mounted else None
+            except FileNotFoundError:
+                continue  # deleted (by us or by `ip netns del`) while we were listing
             yield self._info(entry.name, record, identity, counts)
 
     def identify(self, peer: Peer, pid: int | None) -> NsIdentifyReply:
@@ -198,10 +237,17 @@ class Namespaces:
                 f"identified (or join a monitor group)",
                 field="pid",
             )
-        names = [
-            e.name for e in self._entries() if e.mounted and linux.ns_identity(e.path) == identity
-        ]
-        return NsIdentifyReply(pid=target, names=names)
+        return NsIdentifyReply(pid=target, names=self._names_of(identity))
+
+    def _names_of(self, identity: tuple[int, int]) -> list[str]:
+        names = []
+        for entry in self._entries():
+            try:
+                if entry.mounted and linux.ns_identity(entry.path) == identity:
+                    names.append(entry.name)
+            except FileNotFoundError:
+                continue  # deleted while we were looking
+        return names
 
     def pids(self, peer: Peer, name: str) -> tuple[list[int], NsPidsResult]:
         path = self._path(name)
@@ -215,7 +261,26 @@ class Namespaces:
         return sum(1 for r in self.registry.records() if r.state == "ready")
 
     def owned_by(self, uid: int) -> int:
-        return self.registry.count_owned(uid)
+        with self._lock:
+            return self._owned(uid)
+
+    def _owned(self, uid: int) -> int:
+        """Namespaces ``uid`` owns now; records of ones deleted behind our back are dropped here.
+
+        Called with the lock held, so a record still ``creating`` is another request's, not a ghost.
+        """
+        owned = 0
+        for record in self.registry.records():
+            if record.owner_uid != uid:
+                continue
+            if record.state == "ready" and not linux.is_namespace_mount(self._path(record.name)):
+                self.registry.remove(record.name)
+                self.log.info(
+                    f"forgot namespace {record.name}: deleted outside sockd", SOCKD_NS=record.name
+                )
+                continue
+            owned += 1
+        return owned
 
     # Entering (issue 5) ------------------------------------------------------------------------
 
@@ -263,6 +328,7 @@ class Namespaces:
                 path = self._path(name)
                 if record.state == "creating":
                     self._discard(path)
+                    self._discard_uts(name)
                     self.registry.remove(name)
                     self.log.warning(
                         f"rolled back namespace {name}: its creation was interrupted",
@@ -270,8 +336,10 @@ class Namespaces:
                         SOCKD_OWNER_UID=record.owner_uid,
                     )
                 elif not linux.is_namespace_mount(path):
+                    self._discard_uts(name)
                     self.registry.remove(name)
                     self.log.info(f"forgot namespace {name}: deleted outside sockd", SOCKD_NS=name)
+            self._reconcile_uts()
             for entry in self._entries():
                 if not entry.mounted and _is_placeholder(entry.path):
                     with self._netns_dir_locked():
@@ -280,6 +348,173 @@ class Namespaces:
                         f"removed broken placeholder {entry.path} (no namespace mounted on it)",
                         SOCKD_NS=entry.name,
                     )
+
+    # Attach, nsid, UTS, one namespace (issue 6) -------------------------------------------------
+
+    def attach(self, peer: Peer, name: str, pid: int | None) -> NsInfo:
+        """Name the network namespace of process ``pid`` (the caller if None), as ``ip netns attach``.
+
+        A user may attach only a process running as them (real, effective and saved uid), checked
+        through a pidfd, and only a namespace of a user namespace they created (``unshare -rn``): not
+        the host's, nor one root made that one of their processes happens to sit in, so naming it
+        gives them nothing they did not already have. Root may attach any.
+        """
+        target = peer.pid if pid is None else pid
+        try:
+            with linux.PinnedProcess(
+                target, peer.creds.pidfd if pid is None else None, self.proc
+            ) as process:
+                uids = process.uids()
+                if not peer.root and any(uid != peer.uid for uid in uids):
+                    raise PermissionDenied(
+                        f"process {target} does not run as uid {peer.uid}; only your own "
+                        f"processes can be attached",
+                        field="pid",
+                        details={"uids": list(uids)},
+                    )
+                netns_fd = process.open_netns()
+        except ProcessLookupError as exc:
+            raise NotFound(f"no process with pid {target}", field="pid") from exc
+        except PermissionError as exc:
+            raise PermissionDenied(
+                f"the kernel does not let sockd open the namespace of process {target}",
+                field="pid",
+            ) from exc
+        try:
+            return self._attach(peer, name, target, netns_fd)
+        finally:
+            os.close(netns_fd)
+
+    def _attach(self, peer: Peer, name: str, pid: int, netns_fd: int) -> NsInfo:
+        owner = linux.netns_owner_uid(netns_fd)
+        if not peer.root and owner != peer.uid:
+            raise PermissionDenied(
+                f"the network namespace of process {pid} belongs to a user namespace of uid "
+                f"{owner}; you can attach only namespaces you made yourself (e.g. `unshare -rn`)",
+                field="pid",
+                details={"namespace_owner_uid": owner},
+            )
+        path = self._path(name)
+        with self._lock:
+            self.policy().check_quota(peer, self._owned(peer.uid))
+            if os.path.lexists(path):
+                raise AlreadyExists(f"namespace {name} already exists", field="name")
+            # Ownership first, as in create: a crash leaves an owned, cleanable entry.
+            record = Record(name=name, owner_uid=peer.uid, created=time.time(), attached=True)
+            self.registry.write(record)
+            try:
+                with self._netns_dir_locked():
+                    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0))
+                    linux.bind_namespace_fd(netns_fd, path)
+            except FileExistsError as exc:
+                self.registry.remove(name)
+                raise AlreadyExists(f"namespace {name} already exists", field="name") from exc
+            except BaseException as exc:
+                self._discard(path)
+                self.registry.remove(name)
+                if isinstance(exc, OSError):
+                    raise InternalError(f"cannot attach {name}: {exc.strerror}") from exc
+                raise
+            self.registry.write(record.ready())
+        self.log.info(f"attached namespace {name} from pid {pid}", SOCKD_NS=name, SOCKD_PID=pid)
+        return self._info(name, record.ready(), linux.ns_identity(path))
+
+    def set_nsid(self, peer: Peer, name: str, nsid: int | None) -> NsInfo:
+        """Give ``name`` the nsid ``nsid`` (None: the lowest free) in the host's namespace."""
+        path = self._path(name)
+        with self._lock:
+            record = self.require_owned(peer, name)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                current = linux.get_nsid(fd)
+                if current is not None:
+                    raise AlreadyExists(
+                        f"namespace {name} already has nsid {current}, and nsids cannot change "
+                        f"(the kernel also assigns one when a link first crosses into it)",
+                        field="name",
+                        details={"nsid": current},
+                    )
+                try:
+                    with Rtnl.here() as nl:
+                        nl.new_nsid(fd, nsid)
+                except FileExistsError as exc:
+                    raise AlreadyExists(
+                        f"nsid {nsid} is taken by another namespace", field="nsid"
+                    ) from exc
+                except OSError as exc:
+                    raise InternalError(f"cannot set the nsid of {name}: {exc}") from exc
+            finally:
+                os.close(fd)
+        return self._info(name, record, linux.ns_identity(path))
+
+    def info(self, name: str) -> NsInfo:
+        """One named namespace, as :meth:`infos` lists it."""
+        path = self._path(name)
+        if not os.path.lexists(path):
+            raise NotFound(f"no namespace named {name}", field="name")
+        record = self.registry.get(name)
+        mounted = linux.is_namespace_mount(path)
+        return self._info(name, record, linux.ns_identity(path) if mounted else None)
+
+    def path(self, name: str) -> str:
+        """Where the network namespace ``name`` is mounted."""
+        return self._path(name)
+
+    def uts_path(self, name: str) -> str:
+        """Where the UTS namespace of ``name`` is mounted, when it has one (``ns create --hostname``).
+
+        ``ns exec`` enters it if this file exists; ``nsenter --uts=PATH`` does too.
+        """
+        return os.path.join(self.uts_dir, name)
+
+    def require_owned(self, peer: Peer, name: str) -> Record | None:
+        """Check that ``name`` is a mounted namespace ``peer`` owns (root: any); its record.
+
+        None for a namespace sockd did not make (``ip netns add``): only root gets that far.
+        """
+        path = self._path(name)
+        record = self.registry.get(name)
+        if not linux.is_namespace_mount(path) or (record is not None and record.state != "ready"):
+            raise NotFound(f"no namespace named {name}", field="name")
+        self.policy().require_owner(peer, record.owner_uid if record else 0, f"namespace {name}")
+        return record
+
+    def _new_uts(self, name: str) -> str:
+        """The empty placeholder the UTS namespace of ``name`` gets mounted on."""
+        os.makedirs(self.uts_dir, mode=0o700, exist_ok=True)
+        path = self.uts_path(name)
+        self._discard_uts(name)  # a leftover of a crash: the name is free (checked under the lock)
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0))
+        return path
+
+    def _discard_uts(self, name: str) -> None:
+        """Unmount and remove the UTS namespace file of ``name``, if there is one."""
+        path = self.uts_path(name)
+        if not os.path.lexists(path):
+            return
+        try:
+            linux.umount2(path, linux.MNT_DETACH)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOENT):  # EINVAL: not a mount point
+                raise InternalError(f"cannot unmount {path}: {exc.strerror}") from exc
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise InternalError(f"cannot remove {path}: {exc.strerror}") from exc
+
+    def _reconcile_uts(self) -> None:
+        """Remove UTS namespace files no namespace record accounts for (a crash mid-create)."""
+        try:
+            names = os.listdir(self.uts_dir)
+        except FileNotFoundError:
+            return
+        for name in names:
+            record = self.registry.get(name)
+            if record is None or record.hostname is None:
+                self._discard_uts(name)
+                self.log.warning(f"removed stray UTS namespace file of {name}", SOCKD_NS=name)
 
     # Helpers --------------------------------------------------------------------------------------
 
@@ -330,6 +565,8 @@ class Namespaces:
             created=record.created if record else None,
             nsid=nsid,
             processes=processes,
+            hostname=record.hostname if record else None,
+            attached=record.attached if record else False,
         )
 
     def _visible_pids(self, peer: Peer, inside: list[tuple[int, int]]) -> tuple[list[int], int]:

@@ -83,6 +83,8 @@ class Policy:
     create_group_names: tuple[str, ...]
     namespace_quota: int
     unknown_groups: tuple[str, ...]
+    link_quota: int = 16
+    address_quota: int = 32
     exec_gids: frozenset[int] = frozenset()
     port_grants: tuple[PortGrant, ...] = ()
 
@@ -101,6 +103,8 @@ class Policy:
             + monitor.unknown
             + execute.unknown
             + tuple(name for _, unknown in grants for name in unknown),
+            link_quota=config.policy.link_quota,
+            address_quota=config.policy.address_quota,
             exec_gids=execute.gids,
             port_grants=tuple(grant for grant, _ in grants),
         )
@@ -133,6 +137,23 @@ class Policy:
                 f"uid {peer.uid} owns {owned} namespaces, the quota is {self.namespace_quota}; "
                 f"delete one first",
                 details={"owned": owned, "quota": self.namespace_quota},
+            )
+
+    def check_link_quota(self, peer: Peer, owned: int) -> None:
+        if not peer.root and owned >= self.link_quota:
+            raise QuotaExceeded(
+                f"uid {peer.uid} owns {owned} links, the link quota is {self.link_quota}; "
+                f"unlink one first",
+                details={"kind": "links", "owned": owned, "quota": self.link_quota},
+            )
+
+    def check_address_quota(self, peer: Peer, held: int, wanted: int) -> None:
+        if not peer.root and held + wanted > self.address_quota:
+            raise QuotaExceeded(
+                f"uid {peer.uid} holds {held} pool addresses and a link takes {wanted}, the "
+                f"address quota is {self.address_quota}; unlink one, or give addresses yourself "
+                f"(--addr, or --no-addr)",
+                details={"kind": "addresses", "owned": held, "quota": self.address_quota},
             )
 
     # Acting inside namespaces (issue 5) -----------------------------------------------------------

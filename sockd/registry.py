@@ -1,8 +1,9 @@
-"""The ownership registry: one small JSON file per namespace sockd manages, written atomically.
+"""The ownership registry: one small JSON file per namespace (and per link) sockd manages.
 
 It lives under the state directory (default ``/run/sockd``), so it survives daemon restarts but not a
 reboot, exactly like the namespaces it describes. A record is written *before* the namespace exists
 (state ``creating``) so that whatever a crash leaves half-made is owned and can be cleaned up.
+Links (``<state>/links/<id>.json``, :class:`LinkRegistry`) follow the same rules.
 """
 
 import json
@@ -21,6 +22,10 @@ class Record:
     owner_uid: int
     created: float
     state: State = "creating"
+    hostname: str | None = None
+    """Set when the namespace has its own UTS namespace (``ns create --hostname``)."""
+    attached: bool = False
+    """Named from an existing process's namespace (``ns attach``) rather than created."""
 
     def ready(self) -> "Record":
         return replace(self, state="ready")
@@ -42,16 +47,7 @@ class Registry:
         return self.directory / f"{name}.json"
 
     def write(self, record: Record) -> None:
-        path = self._path(record.name)
-        tmp = path.with_suffix(".tmp")
-        data = json.dumps(asdict(record)).encode()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        write_atomic(self._path(record.name), json.dumps(asdict(record)).encode())
 
     def get(self, name: str) -> Record | None:
         try:
@@ -82,23 +78,125 @@ class Registry:
     def _parse(self, name: str, raw: bytes) -> Record:
         try:
             data = json.loads(raw)
+            hostname = data.get("hostname")
             record = Record(
                 name=str(data["name"]),
                 owner_uid=int(data["owner_uid"]),
                 created=float(data["created"]),
                 state=data["state"] if data["state"] in ("creating", "ready") else "creating",
+                hostname=None if hostname is None else str(hostname),
+                attached=bool(data.get("attached", False)),
             )
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise self._quarantine(name, f"unreadable ({exc})") from exc
         if record.name != name:
             raise self._quarantine(name, f"names {record.name!r}")
         return record
 
     def _quarantine(self, name: str, why: str) -> "CorruptRecord":
-        path = self._path(name)
-        aside = path.with_suffix(".corrupt")
-        os.replace(path, aside)
-        return CorruptRecord(f"registry file {path} is {why}; moved to {aside}")
+        return quarantine(self._path(name), why)
 
-    def count_owned(self, uid: int) -> int:
-        return sum(1 for r in self.records() if r.owner_uid == uid)
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves either the old or the new file."""
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    # No fsync: the registry describes namespaces and links, which do not survive a reboot
+    # either; what must hold is atomicity against a daemon crash, and the rename gives that.
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def quarantine(path: Path, why: str) -> CorruptRecord:
+    """Move an unreadable registry file aside (``*.corrupt``); the error to report."""
+    aside = path.with_suffix(".corrupt")
+    os.replace(path, aside)
+    return CorruptRecord(f"registry file {path} is {why}; moved to {aside}")
+
+
+# Links (issue 6) -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LinkRecord:
+    """One veth pair sockd made: ``ns``:``ifname`` <-> ``peer_ns`` (None: the host):``peer_ifname``."""
+
+    id: str
+    owner_uid: int
+    ns: str
+    ifname: str
+    peer_ns: str | None
+    peer_ifname: str
+    address: str | None
+    """Address/prefix given to the ``ns`` end, if any."""
+    peer_address: str | None
+    pool_block: str | None
+    """The block of the address pool this link holds (released with the record), if any."""
+    created: float
+    state: State = "creating"
+
+    def ready(self) -> "LinkRecord":
+        return replace(self, state="ready")
+
+    def touches(self, ns: str) -> bool:
+        return ns in (self.ns, self.peer_ns)
+
+
+class LinkRegistry:
+    """Files ``<directory>/<id>.json``, one per link. Callers serialize writers (the namespace lock)."""
+
+    def __init__(self, directory: str, on_corrupt: Callable[[str], None]) -> None:
+        self.directory = Path(directory)
+        self.on_corrupt = on_corrupt
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def _path(self, link_id: str) -> Path:
+        return self.directory / f"{link_id}.json"
+
+    def write(self, record: LinkRecord) -> None:
+        write_atomic(self._path(record.id), json.dumps(asdict(record)).encode())
+
+    def remove(self, link_id: str) -> None:
+        self._path(link_id).unlink(missing_ok=True)
+
+    def records(self) -> list[LinkRecord]:
+        """Every readable record, oldest first. A corrupt file is moved aside and reported."""
+        found: list[LinkRecord] = []
+        for path in self.directory.glob("*.json"):
+            try:
+                found.append(self._parse(path))
+            except FileNotFoundError:
+                continue  # removed by a concurrent unlink
+            except CorruptRecord as exc:
+                self.on_corrupt(str(exc))
+        return sorted(found, key=lambda r: (r.created, r.id))
+
+    def _parse(self, path: Path) -> LinkRecord:
+        raw = path.read_bytes()
+        try:
+            data = json.loads(raw)
+            record = LinkRecord(
+                id=str(data["id"]),
+                owner_uid=int(data["owner_uid"]),
+                ns=str(data["ns"]),
+                ifname=str(data["ifname"]),
+                peer_ns=_optional_str(data["peer_ns"]),
+                peer_ifname=str(data["peer_ifname"]),
+                address=_optional_str(data["address"]),
+                peer_address=_optional_str(data["peer_address"]),
+                pool_block=_optional_str(data["pool_block"]),
+                created=float(data["created"]),
+                state=data["state"] if data["state"] in ("creating", "ready") else "creating",
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise quarantine(path, f"unreadable ({exc})") from exc
+        if record.id != path.stem:
+            raise quarantine(path, f"names {record.id!r}")
+        return record
+
+
+def _optional_str(value: object) -> str | None:
+    return None if value is None else str(value)

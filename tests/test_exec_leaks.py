@@ -24,14 +24,22 @@ print(json.dumps(sorted(statuses)))
 """
 
 
-def settled(daemon: Daemon) -> tuple[int, int]:
-    """(open descriptors, threads) once the last connection's thread has gone."""
+def threads(daemon: Daemon) -> int:
+    return len(os.listdir(f"/proc/{daemon.proc.pid}/task"))
+
+
+def settled_fd_count(daemon: Daemon, expected: int | None = None) -> int:
+    """The daemon's descriptor count once it stops moving (the last connection closes on the
+    server's loop, after the client has its reply), or as soon as it is ``expected``."""
     deadline = time.monotonic() + 5
-    while True:
-        counts = daemon.fd_count(), len(os.listdir(f"/proc/{daemon.proc.pid}/task"))
-        if counts[1] <= 1 or time.monotonic() > deadline:  # only the main thread left
-            return counts
-        time.sleep(0.02)
+    previous = daemon.fd_count()
+    while time.monotonic() < deadline and previous != expected:
+        time.sleep(0.2)
+        count = daemon.fd_count()
+        if count == previous and expected is None:
+            break
+        previous = count
+    return previous
 
 
 @pytest.mark.slow
@@ -43,12 +51,19 @@ def test_no_descriptor_thread_or_process_leaks(
         sockctl(daemon, "ns", "create", name, who=MEMBER, user_python=user_python).returncode == 0
     )
     try:
-        warm_up = LOAD.replace(f"range({ROUNDS})", "range(3)").replace("NAME", repr(name))
+        # Warm-up: the server's request threads (reused, never ended) reach their working size.
+        warm_up = LOAD.replace(f"range({ROUNDS})", "range(20)").replace("NAME", repr(name))
         assert as_user(MEMBER, user_python, warm_up, daemon.socket) == [0]
-        before = settled(daemon)
+        fds_before = settled_fd_count(daemon)
+        threads_before = threads(daemon)
         load = LOAD.replace("NAME", repr(name))
         assert as_user(MEMBER, user_python, load, daemon.socket, timeout=600) == [0]
-        assert settled(daemon) == before
+        assert settled_fd_count(daemon, fds_before) == fds_before
+        # The short-lived namespace threads are gone: one left behind per request would show as
+        # hundreds. The server's request threads are reused but may grow up to their bound
+        # (limits.max_connections + 1, 64 + 1 here) when a request arrives before the previous
+        # one's thread is idle again; that bound, plus the main thread, is the ceiling.
+        assert threads_before <= threads(daemon) <= 64 + 1 + 1
         assert daemon.children() == []  # every command reaped: no zombies, no strays
     finally:
         sockctl(daemon, "ns", "delete", "--force", "-y", name)

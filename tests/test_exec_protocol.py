@@ -134,10 +134,18 @@ def test_any_other_request_ends_the_session_and_kills_the_command(
 def test_a_client_gone_before_the_start_leaves_nothing_behind(
     shared_daemon: Daemon, name: str
 ) -> None:
+    def audited() -> int:
+        return sum(1 for a in shared_daemon.audit() if a["SOCKD_OP"] == "ns.exec")
+
+    before = audited()
     for _ in range(20):
         with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
             sock.connect(shared_daemon.socket)
             send(sock, {"op": "ns.exec", "name": name, "argv": ["sleep", "60"]})
+    deadline = time.monotonic() + 10
+    while audited() < before + 20:  # each one ran (and was killed), and is on record
+        assert time.monotonic() < deadline, shared_daemon.log()[-2000:]
+        time.sleep(0.02)
     wait_no_children(shared_daemon)
     pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True, check=True)
     assert pids.stdout == ""
