@@ -1,4 +1,4 @@
-"""Benchmark: `sockctl ns exec NAME -- true` against `ip netns exec NAME true`, and where the time goes.
+"""`sockctl ns exec NAME -- true` against `ip netns exec NAME true`, and where the time goes.
 
 Everything is measured in the same run, on the same namespace (run as root)::
 
@@ -11,104 +11,46 @@ and the parts those are made of:
     python -c pass          the interpreter alone
     sockctl --version       interpreter + click + sockctl imports, no daemon
     Client.ping             a round trip on a fresh connection (connect, JSON, pydantic, reply)
-    spawn phases            the daemon's steps, replayed in-process with the same functions:
-                            thread, namespace environment (setns, unshare, mounts),
-                            restrictions + filesystem identity, fork/exec/wait of /bin/true
-    /bin/true               a bare vfork/exec/wait from Python, for scale
+    spawn phases            the daemon's steps, replayed in this process with the same functions
+                            (sockd.execution._spawn): a short-lived thread, the namespace's
+                            environment (setns, unshare, mounts), no_new_privs and the filesystem
+                            identity, then subprocess's fork + setreuid + exec of /bin/true, waited for
+    bare /bin/true          subprocess's vfork + exec, waited for, for scale
 
-    sudo python bench/exec.py [--runs 200] [--cli-runs 50]
+    python bench/exec.py [--runs 200] [--cli-runs 50]
 """
 
 import argparse
 import os
-import shutil
-import signal
-import statistics
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from common import REPO, median, ms, percentile, running_sockd, table, time_calls, time_command
+
 sys.path.insert(0, str(REPO))
 
-from sockctl import DEVNULL, Client  # noqa: E402 -- after the path set-up above
-from sockd import enter, linux  # noqa: E402
+from sockctl import DEVNULL, Client
+from sockd import enter, linux
 
 NS = f"sdbench-exec-{os.getpid()}"
 
 
-def timed(runs: int, fn: Callable[[], object]) -> list[float]:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
+def replay_spawn(fd: int, *, until: str) -> None:
+    """The daemon's spawn (sockd.execution._spawn, as root for root) up to phase ``until``."""
 
-
-def run(*argv: str, env: dict[str, str] | None = None) -> None:
-    subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL)
-
-
-def start_daemon(directory: Path) -> subprocess.Popen[bytes]:
-    config = directory / "sockd.toml"
-    config.write_text("")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sockd",
-            "--socket",
-            str(directory / "s.sock"),
-            "--state-dir",
-            str(directory / "state"),
-            "--config",
-            str(config),
-            "--log-target",
-            "stderr",
-            "--log-level",
-            "warning",
-        ],
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    deadline = time.monotonic() + 10
-    while not (directory / "s.sock").exists():
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise SystemExit("sockd did not start")
-        time.sleep(0.02)
-    return proc
-
-
-# The daemon's spawn, replayed phase by phase (sockd.execution._spawn does the same calls). ------
-
-
-def phase_thread() -> None:
-    linux.run_in_thread(lambda: None)
-
-
-def phase_environment(fd: int) -> None:
-    linux.run_in_thread(lambda: enter.enter_netns_environment(NS, fd))
-
-
-def phase_identity(fd: int) -> None:
-    def work() -> None:
+    def work() -> "subprocess.Popen[bytes] | None":
+        if until == "thread":
+            return None
         enter.enter_netns_environment(NS, fd)
-        enter.restrict_exec()
-        enter.adopt_fs_identity(0, 0, ())
-
-    linux.run_in_thread(work)
-
-
-def phase_spawn(fd: int) -> None:
-    def work() -> "subprocess.Popen[bytes]":
-        enter.enter_netns_environment(NS, fd)
+        if until == "environment":
+            return None
         enter.restrict_exec()
         enter.adopt_fs_identity(0, 0, ())
         os.chdir("/")
+        if until == "identity":
+            return None
         return subprocess.Popen(
             ["/bin/true"],
             env={},
@@ -122,87 +64,60 @@ def phase_spawn(fd: int) -> None:
             extra_groups=[],
         )
 
-    linux.run_in_thread(work).wait()
+    process = linux.run_in_thread(work)
+    if process is not None:
+        process.wait()
 
 
-def bare_true() -> None:  # no user/group change: subprocess may vfork
-    subprocess.run(["/bin/true"], check=True)
-
-
-def ms(times: list[float]) -> tuple[float, float]:
-    values = sorted(t * 1000 for t in times)
-    return statistics.median(values), values[max(0, int(len(values) * 0.9) - 1)]
-
-
-def measure(socket_path: str, runs: int, cli_runs: int) -> list[tuple[str, str, list[float]]]:
-    """Every row, headline rows first (the first one is the reference)."""
+def measure(sock: str, runs: int, cli_runs: int) -> list[tuple[str, list[float]]]:
+    """Every row; the first is the reference."""
+    python = sys.executable
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO)}
-    cli_env = {**env, "SOCKD_SOCKET": socket_path}
-    py = sys.executable
+    cli_env = {**env, "SOCKD_SOCKET": sock}
+    # This checkout's sockctl (`python -m`), not whatever a console script was installed from.
+    cli = [python, "-m", "sockctl", "ns", "exec", NS, "--", "true"]
+    ip = ["ip", "netns", "exec", NS, "true"]
+
+    def library_exec() -> None:
+        assert Client(sock).exec(NS, ["/bin/true"], stdout=DEVNULL, stderr=DEVNULL) == 0
+
+    def library_ping() -> None:
+        with Client(sock) as client:
+            client.ping()
+
+    # The two headline rows interleaved, so that load from elsewhere on the machine hits both alike.
+    ip_times: list[float] = []
+    cli_times: list[float] = []
+    for _ in range(cli_runs):
+        ip_times += time_command(ip, 1)
+        cli_times += time_command(cli, 1, cli_env)
     fd = os.open(f"/run/netns/{NS}", os.O_RDONLY | os.O_CLOEXEC)
     try:
 
-        def library_exec() -> None:
-            status = Client(socket_path).exec(NS, ["/bin/true"], stdout=DEVNULL, stderr=DEVNULL)
-            assert status == 0
+        def spawn(phase: str) -> Callable[[], None]:
+            return partial(replay_spawn, fd, until=phase)
 
-        def library_ping() -> None:
-            with Client(socket_path) as client:
-                client.ping()
-
-        cli = partial(run, py, "-m", "sockctl", "ns", "exec", NS, "--", "true", env=cli_env)
-        ip = partial(run, "ip", "netns", "exec", NS, "true")
-        for fn in (library_exec, cli, ip):  # warm-up: page cache, the daemon's first threads
-            timed(3, fn)
-        ip_times: list[float] = []
-        cli_times: list[float] = []
-        for _ in range(cli_runs):  # interleaved, so that load from elsewhere hits both alike
-            ip_times += timed(1, ip)
-            cli_times += timed(1, cli)
-        startup = partial(run, py, "-m", "sockctl", "--version", env=env)
         return [
-            ("headline", "ip netns exec NAME true", ip_times),
-            ("headline", "sockctl ns exec NAME -- true", cli_times),
-            ("headline", "Client.exec(NAME, ['true']) in-process", timed(runs, library_exec)),
-            ("part", "python -c pass", timed(cli_runs, partial(run, py, "-c", "pass"))),
-            ("part", "sockctl --version (start-up, imports)", timed(cli_runs, startup)),
-            ("part", "Client.ping() on a fresh connection", timed(runs, library_ping)),
-            ("part", "spawn: short-lived thread", timed(runs, phase_thread)),
-            ("part", "spawn: + netns environment", timed(runs, partial(phase_environment, fd))),
+            ("**ip netns exec NAME true**", ip_times),
+            ("**sockctl ns exec NAME -- true**", cli_times),
+            ("**Client.exec(NAME, ['true'])**, in-process", time_calls(library_exec, runs)),
+            ("python -c pass", time_command([python, "-c", "pass"], cli_runs)),
             (
-                "part",
-                "spawn: + restrictions, fs identity",
-                timed(runs, partial(phase_identity, fd)),
+                "sockctl --version (start-up)",
+                time_command([python, "-m", "sockctl", "--version"], cli_runs, env),
             ),
-            ("part", "spawn: + fork/exec/wait /bin/true", timed(runs, partial(phase_spawn, fd))),
-            ("part", "bare vfork/exec/wait /bin/true", timed(runs, bare_true)),
+            ("Client.ping() on a fresh connection", time_calls(library_ping, runs)),
+            ("spawn replay: short-lived thread", time_calls(spawn("thread"), runs)),
+            ("spawn replay: + namespace environment", time_calls(spawn("environment"), runs)),
+            ("spawn replay: + no_new_privs, fs identity", time_calls(spawn("identity"), runs)),
+            ("spawn replay: + fork, setreuid, exec, wait", time_calls(spawn("all"), runs)),
+            (
+                "bare vfork + exec + wait of /bin/true",
+                time_calls(partial(subprocess.run, ["/bin/true"]), runs),
+            ),
         ]
     finally:
         os.close(fd)
-
-
-def report(results: list[tuple[str, str, list[float]]]) -> None:
-    reference = statistics.median(results[0][2]) * 1000
-    system = f"{os.uname().release}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
-    print(f"## `ns exec` of `true` ({system})\n")
-    print("| what | runs | median ms | p90 ms | x ip netns exec |")
-    print("|---|---|---|---|---|")
-    for kind, name, times in results:
-        median, p90 = ms(times)
-        label = f"**{name}**" if kind == "headline" else name
-        print(f"| {label} | {len(times)} | {median:.2f} | {p90:.2f} | {median / reference:.2f} |")
-    medians = {name: ms(times)[0] for _, name, times in results}
-    cli = medians["sockctl ns exec NAME -- true"]
-    lib = medians["Client.exec(NAME, ['true']) in-process"]
-    startup = medians["sockctl --version (start-up, imports)"]
-    print(
-        f"\nWhere `sockctl ns exec` spends its {cli:.1f} ms: CLI start-up {startup:.1f} "
-        f"({medians['python -c pass']:.1f} of it the interpreter), the exec round trip {lib:.1f} "
-        f"(the daemon's spawn replayed in-process: "
-        f"{medians['spawn: + fork/exec/wait /bin/true']:.1f}; a plain round trip: "
-        f"{medians['Client.ping() on a fresh connection']:.1f}), the rest "
-        f"{cli - startup - lib:.1f} (exec-only imports, stdio, signal handlers)."
-    )
 
 
 def main() -> None:
@@ -212,19 +127,39 @@ def main() -> None:
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: it makes a namespace and compares with `ip netns exec`")
-    directory = Path(tempfile.mkdtemp(prefix="sockd-bench-"))
-    directory.chmod(0o755)
-    daemon = start_daemon(directory)
-    socket_path = str(directory / "s.sock")
-    try:
-        Client(socket_path).ns_create(NS)
-        results = measure(socket_path, args.runs, args.cli_runs)
-    finally:
-        subprocess.run(["ip", "netns", "del", NS], check=False, stderr=subprocess.DEVNULL)
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(15)
-        shutil.rmtree(directory, ignore_errors=True)
-    report(results)
+    with running_sockd() as (sock, _):
+        Client(sock).ns_create(NS)
+        try:
+            results = measure(sock, args.runs, args.cli_runs)
+        finally:
+            Client(sock).ns_delete(NS, force=True)
+    reference = median(results[0][1])
+    rows = [
+        [
+            name,
+            len(times),
+            ms(median(times)),
+            ms(percentile(times, 0.9)),
+            f"{median(times) / reference:.2f}",
+        ]
+        for name, times in results
+    ]
+    system = f"{os.uname().release}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
+    print(f"`ns exec` of `true` ({system})\n")
+    print(table(["what", "runs", "median ms", "p90 ms", "x ip netns exec"], rows))
+    medians = {name: median(times) * 1000 for name, times in results}
+    cli = medians["**sockctl ns exec NAME -- true**"]
+    start = medians["sockctl --version (start-up)"]
+    trip = medians["**Client.exec(NAME, ['true'])**, in-process"]
+    print(
+        f"\nWhere `sockctl ns exec` spends its {cli:.1f} ms: interpreter and imports "
+        f"{start:.1f} (the interpreter alone {medians['python -c pass']:.1f}); the exec round "
+        f"trip {trip:.1f}, of which the daemon's spawn (replayed) "
+        f"{medians['spawn replay: + fork, setreuid, exec, wait']:.1f} and a bare round trip "
+        f"{medians['Client.ping() on a fresh connection']:.1f}; the rest, {cli - start - trip:.1f}, "
+        "is the first call's cold path in a fresh interpreter (code run for the first time, "
+        "the connection, the environment as JSON; the in-process row is warm)."
+    )
 
 
 if __name__ == "__main__":
