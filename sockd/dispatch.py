@@ -50,9 +50,6 @@ class Fds:
     def __init__(self, fds: list[int]) -> None:
         self._fds: list[int] = list(fds)
 
-    def __len__(self) -> int:
-        return len(self._fds)
-
     def get(self, index: int | None, field: str) -> int | None:
         """The descriptor at ``index`` (None for None); a missing one is the request's error."""
         if index is None:

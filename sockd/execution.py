@@ -6,9 +6,9 @@ its own identity. The steps, each where it belongs:
 1. here, as root: check that the caller may enter the namespace (its owner, root, or a member of
    ``policy.exec_groups``) and take the caller's stdio descriptors from the request;
 2. on a short-lived thread (:mod:`sockd.enter`): the namespace's environment as ``ip netns exec``
-   builds it, no_new_privs, the caller's filesystem identity,
-   and then the caller's working directory — entered with the caller's permissions, so a directory
-   the caller cannot enter is refused instead of being entered by root;
+   builds it, no_new_privs, the caller's filesystem identity, and then the caller's working
+   directory — entered with the caller's permissions, so a directory the caller cannot enter is
+   refused instead of being entered by root;
 3. in the child, before exec (subprocess's C code: no Python runs after the fork of this threaded
    daemon): a new session, the umask, setgroups → setregid → setreuid to the caller's *kernel*
    credentials (SO_PEERCRED and SO_PEERGROUPS, never the payload), then execve of ``argv`` with
@@ -74,14 +74,14 @@ class Executor:
             raise InvalidRequest("argv[0] is empty: name the command to run", field="argv")
         stdio = tuple(call.fds.get(getattr(request, field), field) for field in _STDIO)
         child = self._start(peer, request, stdio)
-        call.fds.close()  # the command holds its own copies; ours would only keep pipes open
-        self.log.info(
-            f"ns.exec in {request.name} by uid {peer.uid}: {request.argv[0]} is pid {child.pid}",
-            SOCKD_NS=request.name,
-            SOCKD_PEER_UID=peer.uid,
-            SOCKD_CHILD_PID=child.pid,
-        )
         try:
+            call.fds.close()  # the command holds its own copies; ours would only keep pipes open
+            self.log.info(
+                f"ns.exec in {request.name} by uid {peer.uid}: {request.argv[0]} is pid {child.pid}",
+                SOCKD_NS=request.name,
+                SOCKD_PEER_UID=peer.uid,
+                SOCKD_CHILD_PID=child.pid,
+            )
             yield ExecStarted(pid=child.pid)
             result = self._supervise(child, call.channel, request.name)
         finally:
