@@ -6,6 +6,8 @@ Example, with the defaults (``systemd/sockd.toml`` is the installed copy)::
     create_groups = ["sockd"]            # may create namespaces (root always may)
     monitor_groups = ["sockd-monitor"]   # may see other users' processes and pids
     namespace_quota = 16                 # namespaces one non-root user may own
+    socket_visibility = "all"            # sock.list/summary for non-monitors: "all" sockets
+                                         # (addresses, as ss shows anyone) or only their "own"
 
     [limits]
     max_connections = 512                # all clients together
@@ -37,6 +39,7 @@ class PolicyConfig(_Section):
     create_groups: list[str | int] = ["sockd"]
     monitor_groups: list[str | int] = ["sockd-monitor"]
     namespace_quota: int = Field(default=16, ge=0, le=100000)
+    socket_visibility: Literal["all", "own"] = "all"
 
 
 class LimitsConfig(_Section):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sockctl import protocol as p
+from sockd import socklist
 from sockd.policy import Access, Peer
 
 if TYPE_CHECKING:
@@ -20,10 +21,16 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class Listing:
-    """A handler's streamed answer: items sent in as many messages as needed, then the summary."""
+    """A handler's streamed answer: items sent in as many messages as needed, then the summary.
+
+    ``result`` may be a zero-argument callable, called after the last item: a summary counted while
+    streaming. ``encoded`` says the items are already JSON text (one item's object each), made by a
+    handler whose listings are too large for per-item ``to_wire`` (sock.list: 100 000 sockets).
+    """
 
     items: Iterable[Any]
     result: Any = None
+    encoded: bool = False
 
 
 Handler = Callable[["Daemon", Peer, Any], Any]
@@ -89,6 +96,19 @@ def ns_pids(daemon: "Daemon", peer: Peer, request: p.NsPidsRequest) -> Listing:
     return Listing(pids, result)
 
 
+# Socket inspection (sockd/socklist.py) ----------------------------------------------------------
+
+
+def sock_list(daemon: "Daemon", peer: Peer, request: p.SockListRequest) -> Listing:
+    items, result = socklist.list_sockets(daemon, peer, request)
+    return Listing(items, result, encoded=True)
+
+
+def sock_summary(daemon: "Daemon", peer: Peer, request: p.SockSummaryRequest) -> Listing:
+    counts, result = socklist.summarize_sockets(daemon, peer, request)
+    return Listing(counts, result)
+
+
 TABLE: dict[str, Route] = {
     "ping": Route(Access.ANYONE, ping),
     "whoami": Route(Access.ANYONE, whoami),
@@ -98,5 +118,8 @@ TABLE: dict[str, Route] = {
     "ns.list": Route(Access.ANYONE, ns_list),
     "ns.identify": Route(Access.ANYONE, ns_identify),
     "ns.pids": Route(Access.ANYONE, ns_pids),
+    # Socket inspection: policy on processes and sockets is applied in socklist.
+    "sock.list": Route(Access.ANYONE, sock_list),
+    "sock.summary": Route(Access.ANYONE, sock_summary),
 }
 """op → (access rule, handler). protocol.OPERATIONS says what each takes and returns."""

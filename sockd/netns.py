@@ -211,6 +211,10 @@ class Namespaces:
         visible, hidden = self._visible_pids(peer, inside)
         return visible, NsPidsResult(name=name, hidden=hidden)
 
+    def mounted(self) -> list[tuple[str, str]]:
+        """(name, path) of every named namespace that is mounted now, sorted by name."""
+        return [(e.name, e.path) for e in self._entries() if e.mounted]
+
     def count_managed(self) -> int:
         return sum(1 for r in self.registry.records() if r.state == "ready")
 

@@ -46,6 +46,7 @@ class Policy:
     create_group_names: tuple[str, ...]
     namespace_quota: int
     unknown_groups: tuple[str, ...]
+    socket_visibility: str = "all"
 
     @classmethod
     def from_config(cls, config: Config) -> "Policy":
@@ -57,6 +58,7 @@ class Policy:
             create_group_names=tuple(str(g) for g in config.policy.create_groups),
             namespace_quota=config.policy.namespace_quota,
             unknown_groups=create.unknown + monitor.unknown,
+            socket_visibility=config.policy.socket_visibility,
         )
 
     def may_create(self, peer: Peer) -> bool:
@@ -64,6 +66,14 @@ class Policy:
 
     def sees_all_processes(self, peer: Peer) -> bool:
         return peer.root or peer.in_groups(self.monitor_gids)
+
+    def sees_all_sockets(self, peer: Peer) -> bool:
+        """Whether sock.list shows ``peer`` every socket (addresses, not processes), or only its own.
+
+        ``policy.socket_visibility = "all"`` (the default) shows everyone every socket, as ss does
+        for any user on the host; ``"own"`` keeps other uids' sockets for root and monitors.
+        """
+        return self.socket_visibility == "all" or self.sees_all_processes(peer)
 
     def authorize(self, access: Access, peer: Peer, op: str) -> None:
         if access is Access.CREATOR and not self.may_create(peer):
