@@ -397,15 +397,16 @@ def sock_list(
         return
     from sockctl._socktable import sock_table
 
-    out = [sock_table(sockets, show_netns=all_netns, show_processes=not no_processes)]
+    click.echo(sock_table(sockets, show_netns=all_netns, show_processes=not no_processes))
+    # Notes go to stderr: the table on stdout stays one header line plus one line per socket.
     if result.proc_fallback:
-        out.append(
-            f"(read from /proc/net: {', '.join(result.proc_fallback)}; the kernel has no "
-            f"sock_diag support for them)"
+        click.echo(
+            f"sockctl: read from /proc/net: {', '.join(result.proc_fallback)} (no sock_diag "
+            f"support for them in this kernel; ss does the same)",
+            err=True,
         )
     if result.process_scope == "own":
-        out.append("(processes of other users hidden; see `sockctl whoami`)")
-    click.echo("\n".join(out))
+        click.echo("sockctl: processes of other users hidden (see `sockctl whoami`)", err=True)
 
 
 @sock.command("summary")

@@ -146,7 +146,8 @@ class DiagSocket:
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._seq = 0
-        self._addresses: dict[bytes, str] = {}
+        # Address text by raw bytes, per family: "::" and "0.0.0.0" have the same 16 bytes.
+        self._addresses: dict[int, dict[bytes, str]] = {socket.AF_INET: {}, socket.AF_INET6: {}}
 
     @classmethod
     def open(cls) -> "DiagSocket":
@@ -241,7 +242,7 @@ class DiagSocket:
         rows: list[InetRow] = []
         append = rows.append
         unpack = _INET_MSG.unpack_from
-        addresses = self._addresses
+        addresses = self._addresses[family]
         ntop = socket.inet_ntop
         offset, end = 0, len(buf)
         while offset < end:
