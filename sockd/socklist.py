@@ -22,12 +22,13 @@ import ipaddress
 import json
 import os
 import socket
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as _json_str
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from sockctl import protocol as p
 from sockctl.errors import InternalError, InvalidRequest, NotFound, PermissionDenied
@@ -286,16 +287,16 @@ def _targets(
 
 
 class _Sources:
-    """Rows of each table of one namespace: sock_diag, or /proc/net where the kernel lacks it.
+    """Sockets of each table of one namespace: sock_diag, or /proc/net where the kernel lacks it.
 
-    Rows come in lists (one per kernel message batch), see sockdiag.DiagSocket.inet.
+    They come in chunks of columns, one per kernel message batch (sockdiag.InetChunk).
     """
 
     def __init__(self) -> None:
         self.fallback: list[str] = []
         self._unavailable: set[str] = set()
 
-    def inet(self, target: _Target, table: _Table, mask: int) -> Iterator[list[sockdiag.InetRow]]:
+    def inet(self, target: _Target, table: _Table, mask: int) -> Iterator[sockdiag.InetChunk]:
         if target.diag is not None and table.proc_name not in self._unavailable:
             try:
                 yield from target.diag.inet(table.family, table.protocol, mask)
@@ -308,7 +309,7 @@ class _Sources:
         with self._open_proc(target, table) as file:
             yield from sockdiag.proc_net_inet(file, table.family, mask)
 
-    def unix(self, target: _Target, mask: int) -> Iterator[list[sockdiag.UnixRow]]:
+    def unix(self, target: _Target, mask: int) -> Iterator[sockdiag.UnixChunk]:
         if target.diag is not None and "unix" not in self._unavailable:
             try:
                 yield from target.diag.unix(mask)
@@ -385,21 +386,53 @@ class _Processes:
         }
 
 
-def _scan_processes(
+class _Scan:
+    """The /proc/*/fd scan of one request, on its own short-lived thread.
+
+    It costs more than the listing itself (a readlink per open file on the host, mostly kernel
+    time), so it runs while the first sockets are dumped and parsed; their encoding waits for it.
+    The thread touches only /proc and never changes namespace.
+    """
+
+    def __init__(self, scan: Callable[[], sockdiag.Holders]) -> None:
+        self._outcome: list[Any] = []
+        self._thread = threading.Thread(
+            target=self._run, args=(scan,), name="sockd-scan", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, scan: Callable[[], sockdiag.Holders]) -> None:
+        try:
+            self._outcome.append(_Processes(scan()))
+        except BaseException as exc:  # noqa: BLE001 -- re-raised in the request's thread by result()
+            self._outcome.append(exc)
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def result(self) -> _Processes:
+        self._thread.join()
+        outcome = self._outcome[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        result: _Processes = outcome
+        return result
+
+
+def _start_scan(
     daemon: "Daemon", peer: Peer, request: p.SockListRequest
-) -> tuple[_Processes | None, str]:
-    """Scan /proc/*/fd when the request needs holders; returns them and the process scope."""
+) -> tuple[_Scan | None, str]:
+    """Start the /proc/*/fd scan if the request needs holders; returns it and the process scope."""
     if not request.processes and request.pid is None:
         return None, "none"
     everyone = daemon.policy.sees_all_processes(peer)
     # With processes shown, a pid filter still needs every holder of the matching sockets (a
     # socket shared after fork lists all of them, as ss does); without, that one pid suffices.
     only_pid = request.pid if not request.processes else None
-    holders = sockdiag.socket_holders(
-        daemon.namespaces.proc, uid=None if everyone else peer.uid, pid=only_pid
-    )
+    proc, uid = daemon.namespaces.proc, None if everyone else peer.uid
+    scan = _Scan(lambda: sockdiag.socket_holders(proc, uid=uid, pid=only_pid))
     scope = ("all" if everyone else "own") if request.processes else "none"
-    return _Processes(holders), scope
+    return scan, scope
 
 
 # Encoding ------------------------------------------------------------------------------------------
@@ -437,40 +470,42 @@ def _header(target: _Target, table: _Table) -> str:
     return f'{netns}"kind":"{table.kind}","family":"{table.family_name}"'
 
 
-def _inet_batch(header: str, type_name: str, rows: list[Any], procs: "_Processes | None") -> str:
-    state, rq, wq, inode, local, lport, remote, rport, uid = zip(*rows, strict=True)
+def _inet_batch(
+    header: str, type_name: str, c: sockdiag.InetChunk, procs: "_Processes | None"
+) -> str:
     text = (
-        f'{{{header},"type":[{",".join([type_name] * len(rows))}],'
-        f'"state":[{",".join(map(_STATE_JSON.__getitem__, state))}],'
-        f'"recv_q":{_ints(rq)},"send_q":{_ints(wq)},"local":{_plain(local)},'
-        f'"local_port":{_ints(lport)},"remote":{_plain(remote)},"remote_port":{_ints(rport)},'
-        f'"inode":{_ints(inode)},"uid":{_ints(uid)}'
+        f'{{{header},"type":[{",".join([type_name] * c.count())}],'
+        f'"state":[{",".join(map(_STATE_JSON.__getitem__, c.state))}],'
+        f'"recv_q":{_ints(c.recv_q)},"send_q":{_ints(c.send_q)},"local":{_plain(c.local)},'
+        f'"local_port":{_ints(c.local_port)},"remote":{_plain(c.remote)},'
+        f'"remote_port":{_ints(c.remote_port)},"inode":{_ints(c.inode)},"uid":{_ints(c.uid)}'
     )
     if procs is not None:
-        held, omitted = procs.column(inode)
+        held, omitted = procs.column(c.inode)
         text += f',"processes":[{",".join(held)}]'
         if omitted is not None:
             text += f',"processes_omitted":{_ints(omitted)}'
     return text + "}"
 
 
-def _unix_batch(header: str, rows: list[Any], procs: "_Processes | None") -> str:
-    sock_type, state, rq, wq, inode, name, peer, uid = zip(*rows, strict=True)
-    nulls = ",".join(["null"] * len(rows))
+def _unix_batch(header: str, c: sockdiag.UnixChunk, procs: "_Processes | None") -> str:
+    nulls = ",".join(["null"] * c.count())
+    names = [_unix_name(name) for name in c.name]
     text = (
-        f'{{{header},"type":[{",".join(map(_UNIX_TYPE_JSON.__getitem__, sock_type))}],'
-        f'"state":[{",".join(map(_STATE_JSON.__getitem__, state))}],'
-        f'"recv_q":{_ints(rq)},"send_q":{_ints(wq)},"local":{_dumps(name)},'
+        f'{{{header},"type":[{",".join(map(_UNIX_TYPE_JSON.__getitem__, c.type))}],'
+        f'"state":[{",".join(map(_STATE_JSON.__getitem__, c.state))}],'
+        f'"recv_q":{_ints(c.recv_q)},"send_q":{_ints(c.send_q)},"local":{_dumps(names)},'
         f'"local_port":[{nulls}],"remote":[{nulls}],"remote_port":[{nulls}],'
-        f'"inode":{_ints(inode)},"uid":{_dumps(uid)},"peer_inode":{_dumps([x or None for x in peer])}'
+        f'"inode":{_ints(c.inode)},"uid":{_dumps(c.uid)},'
+        f'"peer_inode":{_dumps([peer or None for peer in c.peer])}'
     )
     if procs is not None:
-        held, omitted = procs.column(inode)
+        held, omitted = procs.column(c.inode)
         text += f',"processes":[{",".join(held)}]'
         if omitted is not None:
             text += f',"processes_omitted":{_ints(omitted)}'
-        peers, _ = procs.column(peer)
-        peers = [held if inode else "null" for held, inode in zip(peers, peer, strict=True)]
+        peers, _ = procs.column(c.peer)
+        peers = [held if inode else "null" for held, inode in zip(peers, c.peer, strict=True)]
         text += f',"peer_processes":[{",".join(peers)}]'
     return text + "}"
 
@@ -478,35 +513,62 @@ def _unix_batch(header: str, rows: list[Any], procs: "_Processes | None") -> str
 _UNIX_TYPE_JSON = {number: f'"{name}"' for number, name in _UNIX_TYPES.items()}
 
 
-def _inet_predicate(f: _Filters, only: set[int] | None) -> Callable[[Any], bool] | None:
-    """One test for every filter a request sets on IP rows (sockdiag.InetRow); None for none."""
+def _inet_keep(
+    f: _Filters, only: set[int] | None
+) -> Callable[[sockdiag.InetChunk], list[bool]] | None:
+    """Which sockets of a chunk pass every filter a request sets on IP sockets; None: no filter."""
     local_port, remote_port, uid = f.local_port, f.remote_port, f.uid
     local_net, remote_net = f.local_net, f.remote_net
     if (local_port, remote_port, uid, local_net, remote_net, only) == (None,) * 6:
         return None
 
-    def keep(row: Any) -> bool:
-        return (
-            (local_port is None or row[5] == local_port)
-            and (remote_port is None or row[7] == remote_port)
-            and (uid is None or row[8] == uid)
-            and (local_net is None or local_net(row[4]))
-            and (remote_net is None or remote_net(row[6]))
-            and (only is None or row[3] in only)
-        )
+    def keep(c: sockdiag.InetChunk) -> list[bool]:
+        return [
+            (local_port is None or lport == local_port)
+            and (remote_port is None or rport == remote_port)
+            and (uid is None or owner == uid)
+            and (local_net is None or local_net(local))
+            and (remote_net is None or remote_net(remote))
+            and (only is None or inode in only)
+            for inode, local, lport, remote, rport, owner in zip(
+                c.inode, c.local, c.local_port, c.remote, c.remote_port, c.uid, strict=True
+            )
+        ]
 
     return keep
 
 
+def _unix_keep(f: _Filters, only: set[int] | None) -> Callable[[sockdiag.UnixChunk], list[bool]]:
+    uid, name_match = f.uid, f.unix_name
+
+    def keep(c: sockdiag.UnixChunk) -> list[bool]:
+        return [
+            sock_type in _UNIX_TYPES  # Linux 6 has no other; the contract names no other
+            and (uid is None or owner == uid)
+            and (name_match is None or name_match(_unix_name(name)))
+            and (only is None or inode in only)
+            for sock_type, inode, name, owner in zip(c.type, c.inode, c.name, c.uid, strict=True)
+        ]
+
+    return keep
+
+
+_Chunk = TypeVar("_Chunk", sockdiag.InetChunk, sockdiag.UnixChunk)
+
+
+_OVERLAP_ROWS = 65536
+"""Most sockets held back (parsed, not yet encoded) while the process scan runs: bounds memory."""
+
+
 @dataclass
 class _Listing:
-    """One sock.list request while it streams: keeps the rows that pass the filters as the kernel
-    hands them over and sends them in SockBatch items of ~48 KB."""
+    """One sock.list request while it streams: keeps the sockets that pass the filters as the
+    kernel hands them over and sends them in SockBatch items of ~48 KB."""
 
     request: p.SockListRequest
     filters: _Filters
     targets: list[_Target]
-    processes: _Processes | None
+    scan: _Scan | None
     process_scope: str
     stack: ExitStack
     sources: _Sources = field(default_factory=_Sources)
@@ -516,12 +578,10 @@ class _Listing:
     _batch_rows: int = 256
     """Rows per batch, adjusted after each batch to aim at _TARGET_ITEM bytes."""
 
-    def __post_init__(self) -> None:
-        if self.request.pid is not None and self.processes is not None:
-            self.only = self.processes.held_by(self.request.pid)
-
     def items(self) -> Iterator[str]:
         with self.stack:
+            if self.request.pid is not None and self.scan is not None:
+                self.only = self.scan.result().held_by(self.request.pid)
             for target in self.targets:
                 target.open_diag()
                 for table in self.filters.tables:
@@ -540,64 +600,74 @@ class _Listing:
         )
 
     def _procs(self) -> _Processes | None:
-        return self.processes if self.request.processes else None
+        """The holders, once the scan is over (waits for it), or None when not shown."""
+        if self.scan is None or not self.request.processes:
+            return None
+        return self.scan.result()
+
+    def _may_encode(self, held_back: int) -> bool:
+        """Whether to encode now, or go on dumping while the process scan runs."""
+        if self.scan is None or not self.request.processes or self.scan.done():
+            return True
+        return held_back >= _OVERLAP_ROWS
 
     def _inet(self, target: _Target, table: _Table) -> Iterator[str]:
         header, type_name = _header(target, table), f'"{table.type_name}"'
-        keep = _inet_predicate(self.filters, self.only)
-        procs = self._procs()
+        keep = _inet_keep(self.filters, self.only)
+        chunks = self.sources.inet(target, table, self.filters.state_mask)
+        if keep is not None:
+            chunks = (c.select(keep(c)) for c in chunks)
 
-        def encode(rows: list[Any]) -> str:
-            return _inet_batch(header, type_name, rows, procs)
+        def encode(chunk: sockdiag.InetChunk) -> str:
+            return _inet_batch(header, type_name, chunk, self._procs())
 
-        rows: list[Any] = []
-        for chunk in self.sources.inet(target, table, self.filters.state_mask):
-            rows.extend(chunk if keep is None else filter(keep, chunk))
-            while len(rows) >= self._batch_rows:
-                batch, rows = rows[: self._batch_rows], rows[self._batch_rows :]
-                yield from self._send(batch, encode)
-        if rows:
-            yield from self._send(rows, encode)
+        yield from self._batches(chunks, encode)
 
     def _unix(self, target: _Target) -> Iterator[str]:
-        f = self.filters
         header = _header(target, _UNIX_TABLE)
-        uid_want, name_match, only = f.uid, f.unix_name, self.only
-        procs = self._procs()
+        keep = _unix_keep(self.filters, self.only)
+        chunks = (c.select(keep(c)) for c in self.sources.unix(target, self.filters.state_mask))
 
-        def encode(rows: list[Any]) -> str:
-            return _unix_batch(header, rows, procs)
+        def encode(chunk: sockdiag.UnixChunk) -> str:
+            return _unix_batch(header, chunk, self._procs())
 
-        rows: list[Any] = []
-        for chunk in self.sources.unix(target, f.state_mask):
-            for sock_type, state, rq, wq, inode, raw_name, peer, uid in chunk:
-                if uid_want is not None and uid != uid_want:
-                    continue
-                name = _unix_name(raw_name)
-                if name_match is not None and not name_match(name):
-                    continue
-                if only is not None and inode not in only:
-                    continue
-                if sock_type not in _UNIX_TYPES:
-                    continue  # a socket type the contract does not name (none in Linux 6)
-                rows.append((sock_type, state, rq, wq, inode, name, peer, uid))
-            while len(rows) >= self._batch_rows:
-                batch, rows = rows[: self._batch_rows], rows[self._batch_rows :]
-                yield from self._send(batch, encode)
-        if rows:
-            yield from self._send(rows, encode)
+        yield from self._batches(chunks, encode)
 
-    def _send(self, rows: list[Any], encode: Callable[[list[Any]], str]) -> Iterator[str]:
+    def _batches(self, chunks: Iterable[_Chunk], encode: Callable[[_Chunk], str]) -> Iterator[str]:
+        """Gather chunks into batches of about _TARGET_ITEM bytes of JSON and encode them."""
+        pending: list[_Chunk] = []
+        rows = 0
+        for chunk in chunks:
+            if not chunk.count():
+                continue
+            pending.append(chunk)
+            rows += chunk.count()
+            if rows >= self._batch_rows and self._may_encode(rows):
+                yield from self._flush(pending[0].concat(pending), encode)
+                pending, rows = [], 0
+        if pending:
+            yield from self._flush(pending[0].concat(pending), encode)
+
+    def _flush(self, chunk: _Chunk, encode: Callable[[_Chunk], str]) -> Iterator[str]:
+        start, size = 0, chunk.count()
+        while start < size:
+            stop = min(size, start + self._batch_rows)
+            yield from self._send(
+                chunk.part(start, stop) if (start, stop) != (0, size) else chunk, encode
+            )
+            start = stop
+
+    def _send(self, chunk: _Chunk, encode: Callable[[_Chunk], str]) -> Iterator[str]:
         """Encode a batch, halving it until each part fits a datagram; learn the next size."""
-        text = encode(rows)
-        if len(text) > _MAX_ITEM and len(rows) > 1:
-            half = len(rows) // 2
-            yield from self._send(rows[:half], encode)
-            yield from self._send(rows[half:], encode)
+        text = encode(chunk)
+        size = chunk.count()
+        if len(text) > _MAX_ITEM and size > 1:
+            yield from self._send(chunk.part(0, size // 2), encode)
+            yield from self._send(chunk.part(size // 2, size), encode)
             return
-        self.count += len(rows)
-        # Rows of one table are alike: scale the next batch so its text lands near the target.
-        self._batch_rows = max(16, min(2048, len(rows) * _TARGET_ITEM // max(len(text), 1)))
+        self.count += size
+        # Sockets of one table are alike: scale the next batch so its text lands near the target.
+        self._batch_rows = max(16, min(4096, size * _TARGET_ITEM // max(len(text), 1)))
         yield text
 
 
@@ -626,11 +696,11 @@ def list_sockets(
     stack = ExitStack()
     try:
         targets = _targets(daemon, request.netns, request.all_netns, stack)
-        processes, scope = _scan_processes(daemon, peer, request)
+        scan, scope = _start_scan(daemon, peer, request)
     except BaseException:
         stack.close()
         raise
-    listing = _Listing(request, filters, targets, processes, scope, stack)
+    listing = _Listing(request, filters, targets, scan, scope, stack)
     return listing.items(), listing.result
 
 
@@ -649,12 +719,18 @@ def summarize_sockets(
             target.open_diag()
             for table in filters.tables:
                 tally: Counter[int] = Counter()
-                if table.kind == "unix":
-                    for unix_rows in sources.unix(target, filters.state_mask):
-                        tally.update(row[1] for row in unix_rows if uid is None or row[7] == uid)
-                else:
-                    for inet_rows in sources.inet(target, table, filters.state_mask):
-                        tally.update(row[0] for row in inet_rows if uid is None or row[8] == uid)
+                chunks: Iterable[sockdiag.InetChunk | sockdiag.UnixChunk] = (
+                    sources.unix(target, filters.state_mask)
+                    if table.kind == "unix"
+                    else sources.inet(target, table, filters.state_mask)
+                )
+                for chunk in chunks:
+                    if uid is None:
+                        tally.update(chunk.state)
+                    else:
+                        tally.update(
+                            s for s, u in zip(chunk.state, chunk.uid, strict=True) if u == uid
+                        )
                 states: Counter[str] = Counter()
                 for number, n in tally.items():
                     states[_STATE_NAME[number]] += n

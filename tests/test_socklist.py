@@ -298,15 +298,17 @@ def test_sock_diag_and_proc_net_agree(zoo: Zoo) -> None:
                 (socket.AF_INET6, socket.IPPROTO_UDP, "udp6"),
             ]:
                 kernel = {
-                    r for rows in diag.inet(family, protocol, sockdiag.ALL_STATES) for r in rows
+                    r
+                    for c in diag.inet(family, protocol, sockdiag.ALL_STATES)
+                    for r in zip(*c, strict=True)
                 }
                 with sockdiag.run_in_netns(
                     fd, functools.partial(sockdiag.open_proc_net, table)
                 ) as file:
                     parsed = {
                         r
-                        for rows in sockdiag.proc_net_inet(file, family, sockdiag.ALL_STATES)
-                        for r in rows
+                        for c in sockdiag.proc_net_inet(file, family, sockdiag.ALL_STATES)
+                        for r in zip(*c, strict=True)
                     }
 
                 # TIME-WAIT sockets (inode 0) show their sub-state in sock_diag, 6 in /proc; the
@@ -315,10 +317,12 @@ def test_sock_diag_and_proc_net_agree(zoo: Zoo) -> None:
                     return (r[0], r[3], r[4], r[5], r[6], r[7], r[8])
 
                 assert {key(r) for r in kernel if r[3]} == {key(r) for r in parsed if r[3]}, table
-            unix = {r for rows in diag.unix(sockdiag.ALL_STATES) for r in rows}
+            unix = {r for c in diag.unix(sockdiag.ALL_STATES) for r in zip(*c, strict=True)}
             with sockdiag.run_in_netns(fd, lambda: sockdiag.open_proc_net("unix")) as file:
                 parsed_unix = {
-                    r for rows in sockdiag.proc_net_unix(file, sockdiag.ALL_STATES) for r in rows
+                    r
+                    for c in sockdiag.proc_net_unix(file, sockdiag.ALL_STATES)
+                    for r in zip(*c, strict=True)
                 }
 
             # /proc/net/unix prints an abstract name's NULs as @.
