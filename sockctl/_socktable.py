@@ -3,9 +3,10 @@
 Rendering only; the data comes from :meth:`sockctl.Client.sock_list` / ``sock_summary``.
 """
 
+import itertools
 from collections.abc import Iterable, Sequence
 
-from sockctl.protocol import SOCK_STATES, SockCount, SockInfo, SockProcess
+from sockctl.protocol import SOCK_STATES, SockBatch, SockCount, SockProcess
 
 STATE_LABELS = {
     "established": "ESTAB",
@@ -28,45 +29,57 @@ ADDRESS_WIDTH_CAP = 48
 """Address columns grow to fit their longest entry up to this; a longer one (a deep UNIX path)
 overflows its own line instead of pushing every other line right."""
 
-
-def netid(info: SockInfo) -> str:
-    """ss's Netid column: tcp, udp, raw, u_str, u_dgr, u_seq."""
-    if info.kind == "unix":
-        return _UNIX_NETIDS.get(info.type, "u_???")
-    return info.kind
+HEADERS = ("Netid", "State", "Recv-Q", "Send-Q", "Local Address:Port", "Peer Address:Port")
 
 
-def _port(port: int | None) -> str:
-    return "*" if not port else str(port)
+def cells(batch: SockBatch, *, processes: bool) -> list[list[str]]:
+    """A batch's table cells, column by column, as ss prints them (``ss -tuwxanp``).
+
+    Built per column with comprehensions over the batch's lists: 100 000 sockets render in a
+    fraction of what one call per socket cost.
+    """
+    size = len(batch.inode)
+    states = [STATE_LABELS.get(state, state.upper()) for state in batch.state]
+    columns: list[list[str]] = [
+        [_UNIX_NETIDS.get(t, "u_???") for t in batch.type]
+        if batch.kind == "unix"
+        else [str(batch.kind)] * size,
+        states,
+        list(map(str, batch.recv_q)),
+        list(map(str, batch.send_q)),
+    ]
+    if batch.kind == "unix":
+        # ss: "name inode" (* when unnamed; the NULs of an abstract name as @), peer "* inode".
+        columns.append(
+            [
+                f"{'*' if name is None else name.replace(chr(0), '@')} {inode}"
+                for name, inode in zip(batch.local, batch.inode, strict=True)
+            ]
+        )
+        columns.append([f"* {peer or 0}" for peer in batch.peer_inode or [None] * size])
+    else:
+        columns.append(_endpoints(batch.local, batch.local_port, batch.family))
+        columns.append(_endpoints(batch.remote, batch.remote_port, batch.family))
+    if processes:
+        omitted = batch.processes_omitted or [0] * size
+        columns.append(
+            [
+                processes_column(held, more)
+                for held, more in zip(batch.processes or [None] * size, omitted, strict=True)
+            ]
+        )
+    return columns
 
 
-def _host(address: str | None, family: str) -> str:
-    # ss (misc/ss.c inet_addr_print): IPv4 as is, IPv6 "any" as *, other IPv6 in brackets.
-    if address is None:
-        return "*"
+def _endpoints(hosts: list[str | None], ports: list[int | None], family: str) -> list[str]:
+    # ss (misc/ss.c inet_addr_print): IPv4 as is, the IPv6 "any" address as *, other IPv6 in
+    # brackets; port 0 as *.
     if family == "inet6":
-        return "*" if address == "::" else f"[{address}]"
-    return address
-
-
-def local_column(info: SockInfo) -> str:
-    """ "addr:port" as ss prints it; for UNIX sockets "name inode" (``*`` when unnamed)."""
-    if info.kind == "unix":
-        return f"{_unix_name(info.local)} {info.inode}"
-    return f"{_host(info.local, info.family)}:{_port(info.local_port)}"
-
-
-def remote_column(info: SockInfo) -> str:
-    if info.kind == "unix":
-        return f"* {info.peer_inode or 0}"
-    return f"{_host(info.remote, info.family)}:{_port(info.remote_port)}"
-
-
-def _unix_name(name: str | None) -> str:
-    if name is None:
-        return "*"
-    # ss shows the NULs inside an abstract name as @, like the leading one.
-    return name.replace("\0", "@")
+        return [
+            f"{'*' if host == '::' else f'[{host}]'}:{port or '*'}"
+            for host, port in zip(hosts, ports, strict=True)
+        ]
+    return [f"{host}:{port or '*'}" for host, port in zip(hosts, ports, strict=True)]
 
 
 def processes_column(processes: Sequence[SockProcess] | None, omitted: int = 0) -> str:
@@ -78,39 +91,43 @@ def processes_column(processes: Sequence[SockProcess] | None, omitted: int = 0) 
     return f"users:({held}){more}"
 
 
-def sock_table(sockets: Sequence[SockInfo], *, show_netns: bool, show_processes: bool) -> str:
-    """The ss-like table: Netid, State, Recv-Q, Send-Q, Local, Peer (and NetNS, Process)."""
-    headers = ["Netid", "State", "Recv-Q", "Send-Q", "Local Address:Port", "Peer Address:Port"]
-    columns: list[list[str]] = [
-        [netid(s) for s in sockets],
-        [STATE_LABELS.get(s.state, s.state.upper()) for s in sockets],
-        [str(s.recv_q) for s in sockets],
-        [str(s.send_q) for s in sockets],
-        [local_column(s) for s in sockets],
-        [remote_column(s) for s in sockets],
-    ]
-    caps: list[int | None] = [None, None, None, None, ADDRESS_WIDTH_CAP, ADDRESS_WIDTH_CAP]
+def sock_table(batches: Sequence[SockBatch], *, show_netns: bool, show_processes: bool) -> str:
+    """The ss-like table: [NetNS,] Netid, State, Recv-Q, Send-Q, Local, Peer[, Process]."""
+    headers = list(HEADERS)
     numeric = {2, 3}
-    if show_netns:
-        headers.insert(0, "NetNS")
-        columns.insert(0, [s.netns or "-" for s in sockets])
-        caps.insert(0, None)
-        numeric = {i + 1 for i in numeric}
+    caps: list[int | None] = [None, None, None, None, ADDRESS_WIDTH_CAP, ADDRESS_WIDTH_CAP]
+    columns: list[list[str]] = [[] for _ in headers]
     if show_processes:
         headers.append("Process")
-        columns.append([processes_column(s.processes, s.processes_omitted) for s in sockets])
-        caps.append(0)  # last column: never padded
+        caps.append(0)  # the last column is never padded
+        columns.append([])
+    if show_netns:
+        headers.insert(0, "NetNS")
+        caps.insert(0, None)
+        numeric = {i + 1 for i in numeric}
+        columns.insert(0, [])
+    for batch in batches:
+        batch_cells = cells(batch, processes=show_processes)
+        if show_netns:
+            batch_cells.insert(0, [batch.netns or "-"] * len(batch.inode))
+        for column, values in zip(columns, batch_cells, strict=True):
+            column.extend(values)
     widths = []
     for header, column, cap in zip(headers, columns, caps, strict=True):
-        width = max([len(header), *map(len, column)])
+        width = max(len(header), max(map(len, column), default=0))
         widths.append(width if cap is None else min(width, cap))
-    specs = [
-        ("{:>%d}" if i in numeric else "{:<%d}") % w if w else "{}" for i, w in enumerate(widths)
+    # Pad whole columns at once (str.ljust/rjust through map run in C), then join each row; the
+    # last column is not padded, so lines carry no trailing blanks.
+    padded = [
+        list(map(str.rjust if i in numeric else str.ljust, [h, *col], itertools.repeat(w)))
+        if i < len(columns) - 1
+        else [h, *col]
+        for i, (h, col, w) in enumerate(zip(headers, columns, widths, strict=True))
     ]
-    line = " ".join(specs)
-    out = [line.format(*headers).rstrip()]
-    out.extend(line.format(*row).rstrip() for row in zip(*columns, strict=True))
-    return "\n".join(out)
+    lines = map(" ".join, zip(*padded, strict=True))
+    if not show_processes:
+        return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def summary_text(counts: Iterable[SockCount], namespaces: Sequence[str | None]) -> str:

@@ -378,7 +378,7 @@ def sock_list(
     members of the monitor group (see `sockctl whoami`). Rows of named namespaces are tagged
     with --all-netns.
     """
-    sockets, result = state.client.sock_list(
+    batches, result = state.client.sock_batches(
         kinds=kinds,  # type: ignore[arg-type]
         families=families,  # type: ignore[arg-type]
         states=[*states, *(["listening"] if listening else [])],  # type: ignore[list-item]
@@ -393,11 +393,14 @@ def sock_list(
         processes=not no_processes,
     )
     if state.json:
-        click.echo(json.dumps({"sockets": to_wire(sockets), "result": to_wire(result)}))
+        from sockctl.protocol import sock_batch_rows
+
+        sockets = [to_wire(row) for batch in batches for row in sock_batch_rows(batch)]
+        click.echo(json.dumps({"sockets": sockets, "result": to_wire(result)}))
         return
     from sockctl._socktable import sock_table
 
-    click.echo(sock_table(sockets, show_netns=all_netns, show_processes=not no_processes))
+    click.echo(sock_table(batches, show_netns=all_netns, show_processes=not no_processes))
     # Notes go to stderr: the table on stdout stays one header line plus one line per socket.
     if result.proc_fallback:
         click.echo(

@@ -602,46 +602,57 @@ _SOCK_KINDS = frozenset(typing.get_args(SockKind))
 _SOCK_FAMILIES = frozenset(typing.get_args(SockFamilyName))
 
 
-def sock_batch_rows(value: Any) -> list[SockInfo]:
-    """The :class:`SockInfo` rows of one :class:`SockBatch` as received (decoded JSON).
+def sock_batch_from_wire(value: Any) -> SockBatch:
+    """``from_wire(SockBatch, value)`` at C speed: a listing can carry 100 000 sockets.
 
-    Checks the whole contract like :func:`from_wire` (each column's value types, literals, equal
-    lengths) but column by column with set operations instead of value by value, then builds the
-    rows with ``map``: about 1 µs per socket where ``from_wire`` on objects took 6. Raises
-    :class:`WireTypeError`.
+    Checks the whole contract like :func:`from_wire` (each column's value types and literals, equal
+    lengths; unknown keys from a newer daemon are ignored) but column by column with set operations
+    instead of value by value. Raises :class:`WireTypeError`.
     """
     if type(value) is not dict:
         raise WireTypeError(f"expected SockBatch, got {type(value).__name__}")
     kind, family, netns = value.get("kind"), value.get("family"), value.get("netns")
     if kind not in _SOCK_KINDS or family not in _SOCK_FAMILIES or type(netns) not in (str, _NONE):
         raise WireTypeError(f"SockBatch: bad kind, family or netns: {kind!r} {family!r} {netns!r}")
-    columns: list[Any] = []
+    columns: dict[str, Any] = {}
     size: int | None = None
     for name, allowed, literals in _SOCK_COLUMNS:
         column = value.get(name)
         size = _check_column(name, column, allowed, size)
         if literals is not None and not literals.issuperset(typing.cast(list[Any], column)):
             raise WireTypeError(f"SockBatch.{name}: values outside {sorted(literals)}")
-        columns.append(column)
-    size = size or 0
-    optional: dict[str, Any] = {}
-    for name, allowed, default in _SOCK_OPTIONAL:
+        columns[name] = column
+    for name, allowed, _default in _SOCK_OPTIONAL:
         column = value.get(name)
-        if column is None:
-            optional[name] = itertools.repeat(default, size)
-        else:
+        if column is not None:
             _check_column(name, column, allowed, size)
             if name.endswith("processes"):
                 column = [None if held is None else _sock_processes(held) for held in column]
-            optional[name] = column
+        columns[name] = column
+    return SockBatch(
+        netns=netns,
+        kind=typing.cast(SockKind, kind),
+        family=typing.cast(SockFamilyName, family),
+        **columns,
+    )
+
+
+def sock_batch_rows(batch: SockBatch) -> list[SockInfo]:
+    """The sockets of a batch as :class:`SockInfo` rows (built with ``map``, ~0.5 µs each)."""
+    size = len(batch.inode)
+    repeat = itertools.repeat
+    optional = {
+        name: repeat(default, size) if getattr(batch, name) is None else getattr(batch, name)
+        for name, _, default in _SOCK_OPTIONAL
+    }
     return list(
         map(
             SockInfo,
-            itertools.repeat(kind, size),
-            itertools.repeat(family, size),
-            *columns,
+            repeat(batch.kind, size),
+            repeat(batch.family, size),
+            *(getattr(batch, name) for name, _, _ in _SOCK_COLUMNS),
             optional["peer_inode"],
-            itertools.repeat(netns, size),
+            repeat(batch.netns, size),
             optional["processes"],
             optional["processes_omitted"],
             optional["peer_processes"],

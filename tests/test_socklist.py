@@ -27,12 +27,13 @@ from typing import Any
 import pytest
 
 from sockctl import InvalidRequest, NotFound, SockInfo
-from sockctl._socktable import STATE_LABELS, local_column, netid, remote_column
+from sockctl._socktable import cells
 from sockctl.protocol import (
     MAX_MESSAGE,
     SockBatch,
     WireTypeError,
     from_wire,
+    sock_batch_from_wire,
     sock_batch_rows,
 )
 from sockd import linux, sockdiag
@@ -214,31 +215,41 @@ def ss_view(name: str) -> dict[Key, set[tuple[str, int, int]]]:
     return rows
 
 
-def sockd_view(sockets: list[SockInfo]) -> dict[Key, set[tuple[str, int, int]]]:
-    """The same keys from sock.list rows, rendered as sockctl renders them."""
+def sockd_view(batches: list[SockBatch]) -> dict[Key, set[tuple[str, int, int]]]:
+    """The same keys from sock.list, rendered as sockctl renders them."""
     rows: dict[Key, set[tuple[str, int, int]]] = {}
-    for s in sockets:
-        # ss reads RAW sockets from /proc/net/raw and prints no inode for them.
-        inode = None if s.kind == "raw" else s.inode
-        key = (netid(s), STATE_LABELS[s.state], local_column(s), remote_column(s), inode)
-        rows[key] = {(p.name, p.pid, p.fd) for p in s.processes or []}
+    for batch in batches:
+        netids, states, _rq, _sq, local, peer = cells(batch, processes=False)
+        for i, inode in enumerate(batch.inode):
+            # ss reads RAW sockets from /proc/net/raw and prints no inode for them.
+            key = (netids[i], states[i], local[i], peer[i], None if batch.kind == "raw" else inode)
+            held = (batch.processes or [None] * len(batch.inode))[i]
+            rows[key] = {(p.name, p.pid, p.fd) for p in held or []}
     return rows
+
+
+_NETIDS = {"stream": "u_str", "dgram": "u_dgr", "seqpacket": "u_seq"}
+
+
+def _netid(s: SockInfo) -> str:
+    return _NETIDS[s.type] if s.kind == "unix" else s.kind
 
 
 # Parity ---------------------------------------------------------------------------------------------
 
 
 def test_rows_and_processes_equal_ss(shared_daemon: Daemon, zoo: Zoo) -> None:
-    sockets, result = shared_daemon.client().sock_list(netns=zoo.name)
+    batches, result = shared_daemon.client().sock_batches(netns=zoo.name)
     expected = ss_view(zoo.name)
-    ours = sockd_view(sockets)
+    ours = sockd_view(batches)
+    sockets = [row for batch in batches for row in sock_batch_rows(batch)]
     assert set(ours) == set(expected)
     assert ours == expected  # process attribution, as root, equals ss -p's
     assert result.count == len(sockets)
     assert result.namespaces == [zoo.name]
     assert result.process_scope == "all"
     # Every kind of socket the zoo made is there, not just "whatever both tools agree on".
-    kinds = Counter((netid(s), s.state) for s in sockets)
+    kinds = Counter((_netid(s), s.state) for s in sockets)
     for wanted in [
         ("tcp", "listening"),
         ("tcp", "established"),
@@ -577,7 +588,7 @@ def test_large_listing_streams_in_bounded_messages(shared_daemon: Daemon) -> Non
             raw.close()
         assert len(messages) >= 5
         batches = [batch for message in messages for batch in message["items"]]
-        fast = [row for batch in batches for row in sock_batch_rows(batch)]
+        fast = [row for batch in batches for row in sock_batch_rows(sock_batch_from_wire(batch))]
         # The fast decoder agrees with the generic, field-by-field one.
         generic = [from_wire(SockBatch, batch) for batch in batches]
         assert sum(len(b.inode) for b in generic) == len(fast) == count
@@ -610,7 +621,7 @@ def test_batch_decoder_rejects_contract_breaks() -> None:
         "uid": [0],
         "from_a_newer_daemon": [1],
     }
-    (row,) = sock_batch_rows(good)
+    (row,) = sock_batch_rows(sock_batch_from_wire(good))
     assert row == SockInfo(
         "tcp", "inet", "stream", "listening", 0, 128, "127.0.0.1", 80, ANY, 0, 1234, 0
     )
@@ -625,7 +636,7 @@ def test_batch_decoder_rejects_contract_breaks() -> None:
         [good],
     ]:
         with pytest.raises(WireTypeError):
-            sock_batch_rows(broken)
+            sock_batch_from_wire(broken)
 
 
 # Summary and CLI ---------------------------------------------------------------------------------------
