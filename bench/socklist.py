@@ -22,7 +22,9 @@ end, also on Ctrl-C or failure.
 
 import argparse
 import contextlib
+import json
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -72,12 +74,13 @@ sys.stdin.read()
 
 PSUTIL = r"""
 import json, sys, time, psutil
-times = []
+times, cpu = [], []
 for _ in range(int(sys.argv[1])):
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     count = len(psutil.net_connections("tcp"))
     times.append(time.perf_counter() - start)
-print(json.dumps({"times": times, "count": count}))
+    cpu.append(time.process_time() - start_cpu)
+print(json.dumps({"times": times, "cpu": cpu, "count": count}))
 """
 
 
@@ -131,10 +134,24 @@ class Namespace:
         subprocess.run(["ip", "netns", "del", self.name], check=False, capture_output=True)
 
 
-def timed(fn: Callable[[], object]) -> float:
+def cpu_of(pid: int) -> float:
+    """User + system CPU seconds a process has used (/proc/PID/stat utime, stime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed(fn: Callable[[], object], daemon_pid: int) -> tuple[float, float]:
+    """Wall seconds, and CPU seconds of everything involved: this process, its children (the
+    tools run as commands) and the daemon. CPU is the steadier number on a shared machine."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = time.process_time() + cpu_of(daemon_pid)
     start = time.perf_counter()
     fn()
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = time.process_time() + cpu_of(daemon_pid) - cpu
+    cpu += after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+    return wall, cpu
 
 
 def command(argv: list[str], env: dict[str, str] | None = None) -> Callable[[], object]:
@@ -213,17 +230,19 @@ def measure(size: int, repeat: int, workdir: Path, sock: str, daemon_pid: int) -
             "cli sock list": command([*sockctl, "--no-processes"], cli_env),
             "cli sock list +proc": command(sockctl, cli_env),
         }
-        results: dict[str, list[float]] = {key: [] for key in cases}
+        walls: dict[str, list[float]] = {key: [] for key in cases}
+        cpus: dict[str, list[float]] = {key: [] for key in cases}
         for _ in range(repeat):  # interleaved: background load hits every tool alike
             for key, fn in cases.items():
-                results[key].append(timed(fn))
-        psutil_run = run([*nsenter, sys.executable, "-c", PSUTIL, str(repeat)])
-        import json
-
-        psutil_times = json.loads(psutil_run.stdout)["times"]
+                wall, cpu = timed(fn, daemon_pid)
+                walls[key].append(wall)
+                cpus[key].append(cpu)
+        psutil_run = json.loads(run([*nsenter, sys.executable, "-c", PSUTIL, str(repeat)]).stdout)
         client.close()
-        medians = {key: statistics.median(times) for key, times in results.items()}
-        medians["psutil"] = statistics.median(psutil_times)
+        medians = {key: statistics.median(times) for key, times in walls.items()}
+        medians.update({f"cpu {key}": statistics.median(times) for key, times in cpus.items()})
+        medians["psutil"] = statistics.median(psutil_run["times"])
+        medians["cpu psutil"] = statistics.median(psutil_run["cpu"])
         medians["rss_kib"] = vm(daemon_pid, "VmHWM")
         return medians
     finally:
@@ -257,35 +276,47 @@ def main() -> None:
     report(rows, base_rss)
 
 
+COLUMNS = [
+    ("ss -tan", "ss -tan"),
+    ("ss -tanp", "ss -tanp"),
+    ("psutil", "psutil"),
+    ("lib", "lib sock_list"),
+    ("lib+proc", "lib sock_list +proc"),
+    ("cli", "cli sock list"),
+    ("cli+proc", "cli sock list +proc"),
+]
+CHECKS = [
+    ("lib+proc / ss -tanp  (<= 1.0)", "lib sock_list +proc", "ss -tanp"),
+    ("cli+proc / ss -tanp  (<= 1.0)", "cli sock list +proc", "ss -tanp"),
+    ("lib / ss -tan        (<= 1.3)", "lib sock_list", "ss -tan"),
+    ("cli / ss -tan        (<= 1.3)", "cli sock list", "ss -tan"),
+    ("psutil / lib+proc    (>= 2.5)", "psutil", "lib sock_list +proc"),
+    ("psutil / cli+proc    (>= 2.5)", "psutil", "cli sock list +proc"),
+]
+
+
 def report(rows: list[tuple[int, dict[str, float]]], base_rss: int) -> None:
-    ms = lambda v: f"{v * 1000:8.1f}"  # noqa: E731
-    print()
-    print(
-        "N conns | ss -tan | ss -tanp | psutil  | lib     | lib+proc | cli     | cli+proc (ms, median)"
-    )
-    for size, m in rows:
+    print(f"\nload average at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    for title, prefix in (("wall time, ms (median)", ""), ("CPU time incl. daemon, ms", "cpu ")):
+        print(f"\n{title}")
+        print("N conns | " + " | ".join(f"{name:>8}" for name, _ in COLUMNS))
+        for size, m in rows:
+            cells = " | ".join(f"{m[prefix + key] * 1000:8.1f}" for _, key in COLUMNS)
+            print(f"{size:7d} | {cells}")
         print(
-            f"{size:7d} |{ms(m['ss -tan'])} |{ms(m['ss -tanp'])}  |{ms(m['psutil'])} |"
-            f"{ms(m['lib sock_list'])} |{ms(m['lib sock_list +proc'])}  |{ms(m['cli sock list'])} |"
-            f"{ms(m['cli sock list +proc'])}"
+            f"\nratios ({title.split(',')[0]})" + " " * 9 + " | ".join(f"{s:>7d}" for s, _ in rows)
         )
-    print()
-    print("ratios (target)     | " + " | ".join(f"{size:>7d}" for size, _ in rows))
-    checks = [
-        ("lib+proc / ss -tanp (<= 1.0)", "lib sock_list +proc", "ss -tanp", False),
-        ("cli+proc / ss -tanp (<= 1.0)", "cli sock list +proc", "ss -tanp", False),
-        ("lib / ss -tan (<= 1.3)", "lib sock_list", "ss -tan", False),
-        ("cli / ss -tan (<= 1.3)", "cli sock list", "ss -tan", False),
-        ("psutil / lib+proc (>= 2.5)", "psutil", "lib sock_list +proc", True),
-        ("psutil / cli+proc (>= 2.5)", "psutil", "cli sock list +proc", True),
-    ]
-    for label, a, b, _ in checks:
-        print(f"{label:<29} | " + " | ".join(f"{m[a] / m[b]:7.2f}" for _, m in rows))
+        for label, a, b in CHECKS:
+            print(
+                f"{label:<31}| "
+                + " | ".join(f"{m[prefix + a] / m[prefix + b]:7.2f}" for _, m in rows)
+            )
     print()
     for size, m in rows:
+        growth = (m["rss_kib"] - base_rss) / 1024
         print(
             f"daemon peak RSS after N = {size}: {m['rss_kib'] / 1024:.1f} MiB "
-            f"(+{(m['rss_kib'] - base_rss) / 1024:.1f} MiB over {base_rss / 1024:.1f} MiB idle)"
+            f"(+{growth:.1f} MiB over {base_rss / 1024:.1f} MiB idle)"
         )
 
 
