@@ -10,7 +10,8 @@ interleaved in the same run (median of --repeat):
 - `ss -tan` and `ss -tanp` inside the namespace (nsenter --net; the tools' whole run);
 - `psutil.net_connections("tcp")` inside the namespace (the call alone, in a process in it);
 - sockd's library call `Client.sock_list(kinds=["tcp"], netns=NAME)` with and without processes
-  (connected client: the request and the whole streamed reply, decoded to SockInfo objects);
+  (connected client: the request and the whole streamed reply, decoded to SockInfo objects), and
+  `Client.sock_batches` (the same reply kept as checked columns, no object per socket);
 - the whole CLI command `sockctl sock list -t -N NAME [--no-processes]` (start-up included), its
   table written to a pipe like ss's.
 
@@ -227,6 +228,7 @@ def measure(size: int, repeat: int, workdir: Path, sock: str, daemon_pid: int) -
             "ss -tanp": command([*nsenter, "ss", "-tanp"]),
             "lib sock_list": lambda: client.sock_list(kinds=["tcp"], netns=name, processes=False),
             "lib sock_list +proc": lambda: client.sock_list(kinds=["tcp"], netns=name),
+            "lib batches": lambda: client.sock_batches(kinds=["tcp"], netns=name, processes=False),
             "cli sock list": command([*sockctl, "--no-processes"], cli_env),
             "cli sock list +proc": command(sockctl, cli_env),
         }
@@ -282,6 +284,7 @@ COLUMNS = [
     ("psutil", "psutil"),
     ("lib", "lib sock_list"),
     ("lib+proc", "lib sock_list +proc"),
+    ("batches", "lib batches"),
     ("cli", "cli sock list"),
     ("cli+proc", "cli sock list +proc"),
 ]
@@ -289,6 +292,7 @@ CHECKS = [
     ("lib+proc / ss -tanp  (<= 1.0)", "lib sock_list +proc", "ss -tanp"),
     ("cli+proc / ss -tanp  (<= 1.0)", "cli sock list +proc", "ss -tanp"),
     ("lib / ss -tan        (<= 1.3)", "lib sock_list", "ss -tan"),
+    ("batches / ss -tan    (<= 1.3)", "lib batches", "ss -tan"),
     ("cli / ss -tan        (<= 1.3)", "cli sock list", "ss -tan"),
     ("psutil / lib+proc    (>= 2.5)", "psutil", "lib sock_list +proc"),
     ("psutil / cli+proc    (>= 2.5)", "psutil", "cli sock list +proc"),
