@@ -354,34 +354,25 @@ def _inet_chunk(buf: bytes, addresses: _Addresses) -> tuple[InetChunk, _End]:
     """
     length, kind = _NLMSG_HEADER.unpack_from(buf, 0)
     step = (length + 3) & ~3
-    if kind == SOCK_DIAG_BY_FAMILY and step >= _INET_MSG.size:
-        count, rest = divmod(len(buf), step)
-        end: _End = None
-        if rest:
-            tail_length, tail_kind = _NLMSG_HEADER.unpack_from(buf, count * step)
-            end = (
-                _control(buf, count * step, tail_kind, tail_length)
-                if tail_length == rest
-                else False
-            )
-        if end is not False:
-            rows = _inet_struct(step).iter_unpack(memoryview(buf)[: count * step])
-            lengths, kinds, state, sport, dport, src, dst, rq, wq, uid, inode = zip(
-                *rows, strict=True
-            )
-            if set(lengths) == {length} and set(kinds) == {SOCK_DIAG_BY_FAMILY}:
-                return InetChunk(
-                    state,
-                    rq,
-                    wq,
-                    inode,
-                    list(map(addresses.__getitem__, src)),
-                    _ports(sport),
-                    list(map(addresses.__getitem__, dst)),
-                    _ports(dport),
-                    uid,
-                ), end
-    return _inet_chunk_slowly(buf, addresses)
+    if kind != SOCK_DIAG_BY_FAMILY or step < _INET_MSG.size:
+        return _inet_chunk_slowly(buf, addresses)
+    count, rest = divmod(len(buf), step)
+    body = count * step
+    end: _End = None
+    if rest:  # the last buffer: the sockets, then NLMSG_DONE
+        if rest < _NLMSG_HEADER_SIZE:
+            return _inet_chunk_slowly(buf, addresses)
+        tail_length, tail_kind = _NLMSG_HEADER.unpack_from(buf, body)
+        if tail_length != rest:
+            return _inet_chunk_slowly(buf, addresses)
+        end = _control(buf, body, tail_kind, tail_length)
+    rows = _inet_struct(step).iter_unpack(memoryview(buf)[:body])
+    lengths, kinds, state, sport, dport, src, dst, rq, wq, uid, inode = zip(*rows, strict=True)
+    if set(lengths) != {length} or set(kinds) != {SOCK_DIAG_BY_FAMILY}:
+        return _inet_chunk_slowly(buf, addresses)  # sizes differ: the guess was wrong
+    local = list(map(addresses.__getitem__, src))
+    remote = list(map(addresses.__getitem__, dst))
+    return InetChunk(state, rq, wq, inode, local, _ports(sport), remote, _ports(dport), uid), end
 
 
 def _ports(network_order: Sequence[int]) -> list[int]:

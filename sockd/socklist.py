@@ -1,14 +1,15 @@
 """Socket inspection: ``sock.list`` and ``sock.summary``, like ss, in any namespace, for anyone.
 
 A request is served in one pass per namespace: the kernel's sock_diag dump (opened inside the
-namespace, :mod:`sockd.sockdiag`) is filtered and turned into reply items as it arrives, so the
-daemon's memory does not grow with the number of sockets. Process attribution is one scan of
-``/proc/*/fd`` before the dumps.
+namespace, :mod:`sockd.sockdiag`) arrives as chunks of columns, is filtered, and is sent on as
+:class:`~sockctl.protocol.SockBatch` items of ~48 KB, so the daemon's memory does not grow with the
+number of sockets. Process attribution is one scan of ``/proc/*/fd`` per request, on a thread
+beside the first dumps.
 
-Items are encoded to JSON here, with format strings, instead of building one
+Batches are written as JSON text here, column by column, instead of building one
 :class:`~sockctl.protocol.SockInfo` per socket and going through the generic ``to_wire``: that path
-costs more than the whole kernel dump at 100 000 sockets. ``tests/test_socklist.py`` pins that every
-item decodes to a valid ``SockInfo``.
+cost more than the whole kernel dump at 100 000 sockets. ``tests/test_socklist.py`` pins that the
+text decodes, with the generic decoder too, to the contract's types.
 
 Policy (``sockd.policy``): everyone sees every socket's addresses (``policy.socket_visibility =
 "all"``, the default; ``"own"`` limits non-monitors to their own sockets), but other users'

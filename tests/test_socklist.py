@@ -605,6 +605,18 @@ def test_large_listing_streams_in_bounded_messages(shared_daemon: Daemon) -> Non
         _delete_netns(name)
 
 
+def test_state_names_agree_everywhere() -> None:
+    """The Literal the daemon validates, the ss names and groups, and the CLI's choices."""
+    import typing
+
+    from sockctl import cli
+    from sockctl.protocol import SOCK_STATE_GROUPS, SOCK_STATES, SockStateFilter
+
+    names = [*SOCK_STATES, *SOCK_STATE_GROUPS]
+    assert list(typing.get_args(SockStateFilter)) == names
+    assert names == cli._STATE_CHOICES
+
+
 def test_batch_decoder_rejects_contract_breaks() -> None:
     good = {
         "kind": "tcp",
