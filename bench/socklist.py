@@ -96,6 +96,14 @@ class Namespace:
         self.name = name
         self.holders: list[subprocess.Popen[str]] = []
         run(["ip", "netns", "add", name])
+        try:
+            self._fill(connections, workdir)
+        except BaseException:
+            self.close()  # the caller never gets the object: clean up here
+            raise
+
+    def _fill(self, connections: int, workdir: Path) -> None:
+        name = self.name
         run(["ip", "-n", name, "link", "set", "lo", "up"])
         unix_dir = workdir / name
         unix_dir.mkdir()
@@ -131,7 +139,7 @@ class Namespace:
         for holder in self.holders:
             with contextlib.suppress(OSError):
                 holder.kill()
-            holder.wait()
+            holder.communicate()
         subprocess.run(["ip", "netns", "del", self.name], check=False, capture_output=True)
 
 
