@@ -1,11 +1,14 @@
 """The sockctl client: one typed method per operation over one SEQPACKET connection."""
 
+import contextlib
 import errno
+import gc
+import itertools
 import json
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -42,12 +45,24 @@ from sockctl.protocol import (
     NsUnlinkRequest,
     PingReply,
     PingRequest,
+    SockBatch,
+    SockCount,
+    SockFamily,
+    SockInfo,
+    SockKind,
+    SockListRequest,
+    SockListResult,
+    SockStateFilter,
+    SockSummaryRequest,
+    SockSummaryResult,
     StatusReply,
     StatusRequest,
     WhoAmIReply,
     WhoAmIRequest,
     WireTypeError,
     from_wire,
+    sock_batch_from_wire,
+    sock_batch_rows,
     to_wire,
 )
 
@@ -215,6 +230,113 @@ class Client:
         result: NsInfo = self._call(NsSetNsidRequest(name=name, nsid=nsid))
         return result
 
+    # Socket inspection ------------------------------------------------------------------------
+
+    def sock_list(
+        self,
+        *,
+        kinds: Sequence[SockKind] = (),
+        families: Sequence[SockFamily] = (),
+        states: Sequence[SockStateFilter] = (),
+        local_port: int | None = None,
+        remote_port: int | None = None,
+        local_address: str | None = None,
+        remote_address: str | None = None,
+        uid: int | None = None,
+        pid: int | None = None,
+        netns: str | None = None,
+        all_netns: bool = False,
+        processes: bool = True,
+    ) -> tuple[list[SockInfo], SockListResult]:
+        """Sockets of the host's namespace (default), of ``netns``, or of all (``all_netns``).
+
+        Filters work like ss's; empty means all. ``states`` takes ss's names and groups
+        (``"listening"``, ``"connected"``, ...); addresses take an IP or network
+        (``"10.0.0.0/8"``), or for UNIX sockets a name pattern (``"/run/*"``, ``"@name*"``). ::
+
+            with Client() as client:
+                sockets, result = client.sock_list(kinds=["tcp"], states=["listening"])
+                for s in sockets:
+                    print(s.local, s.local_port, [p.name for p in s.processes or []])
+
+        Other users' processes are shown only to root and monitor-group members
+        (``result.process_scope`` says which). Bad filters raise
+        :class:`~sockctl.errors.InvalidRequest` naming the field; an unknown namespace
+        :class:`~sockctl.errors.NotFound`.
+        """
+        with _gc_paused():
+            batches, result = self.sock_batches(
+                kinds=kinds,
+                families=families,
+                states=states,
+                local_port=local_port,
+                remote_port=remote_port,
+                local_address=local_address,
+                remote_address=remote_address,
+                uid=uid,
+                pid=pid,
+                netns=netns,
+                all_netns=all_netns,
+                processes=processes,
+            )
+            rows = list(itertools.chain.from_iterable(map(sock_batch_rows, batches)))
+        return rows, result
+
+    def sock_batches(
+        self,
+        *,
+        kinds: Sequence[SockKind] = (),
+        families: Sequence[SockFamily] = (),
+        states: Sequence[SockStateFilter] = (),
+        local_port: int | None = None,
+        remote_port: int | None = None,
+        local_address: str | None = None,
+        remote_address: str | None = None,
+        uid: int | None = None,
+        pid: int | None = None,
+        netns: str | None = None,
+        all_netns: bool = False,
+        processes: bool = True,
+    ) -> tuple[list[SockBatch], SockListResult]:
+        """:meth:`sock_list`'s sockets as the daemon sends them: columns, a few hundred per batch.
+
+        For programs that aggregate many sockets (counting per port, exporting metrics): no object
+        per socket is built, which halves the time of a 100 000-socket listing.
+        ``protocol.sock_batch_rows(batch)`` turns a batch into :class:`SockInfo` rows.
+        """
+        request = SockListRequest(
+            kinds=list(kinds),
+            families=list(families),
+            states=list(states),
+            local_port=local_port,
+            remote_port=remote_port,
+            local_address=local_address,
+            remote_address=remote_address,
+            uid=uid,
+            pid=pid,
+            netns=netns,
+            all_netns=all_netns,
+            processes=processes,
+        )
+        with _gc_paused():
+            items, result = self._listing(request, _sock_batches)
+        return items, result
+
+    def sock_summary(
+        self,
+        *,
+        kinds: Sequence[SockKind] = (),
+        families: Sequence[SockFamily] = (),
+        netns: str | None = None,
+        all_netns: bool = False,
+    ) -> tuple[list[SockCount], SockSummaryResult]:
+        """Socket counts per namespace, kind, family and state, like ``ss -s``."""
+        request = SockSummaryRequest(
+            kinds=list(kinds), families=list(families), netns=netns, all_netns=all_netns
+        )
+        items, result = self._listing(request)
+        return items, result
+
     # Transport --------------------------------------------------------------------------------
 
     def _call(self, request: Any) -> Any:
@@ -223,10 +345,14 @@ class Client:
             raise ProtocolError(f"{request.op}: unexpected listing in reply")
         return result
 
-    def _listing(self, request: Any) -> tuple[list[Any], Any]:
-        return self._exchange(request)
+    def _listing(
+        self, request: Any, decode_items: Callable[[list[Any]], Iterable[Any]] | None = None
+    ) -> tuple[list[Any], Any]:
+        return self._exchange(request, decode_items)
 
-    def _exchange(self, request: Any) -> tuple[list[Any], Any]:
+    def _exchange(
+        self, request: Any, decode_items: Callable[[list[Any]], Iterable[Any]] | None = None
+    ) -> tuple[list[Any], Any]:
         operation = OPERATIONS[request.op]
         payload = json.dumps({"proto": PROTOCOL_VERSION, **to_wire(request)}).encode()
         with self._lock:
@@ -255,7 +381,7 @@ class Client:
                 self._drop()
                 raise DaemonUnavailable(f"cannot send to sockd: {exc}") from exc
             try:
-                return self._read_reply(sock, operation.reply, operation.item)
+                return self._read_reply(sock, operation.reply, operation.item, decode_items)
             except BaseException:
                 # Whatever went wrong, the stream position is unknown now: start afresh next time.
                 self._drop()
@@ -269,13 +395,27 @@ class Client:
             raise DaemonUnavailable(f"cannot send to sockd: {exc}") from exc
 
     def _read_reply(
-        self, sock: socket.socket, reply_type: Any, item_type: Any
+        self,
+        sock: socket.socket,
+        reply_type: Any,
+        item_type: Any,
+        decode_items: Callable[[list[Any]], Iterable[Any]] | None = None,
     ) -> tuple[list[Any], Any]:
+        """Read one reply; ``decode_items`` turns each message's raw items into what the caller
+        returns, where the generic per-item decoding would be too slow or the items are batches."""
         items: list[Any] = []
         for message in self._messages(sock):
             if not message.get("ok"):
                 raise _error_from(message)
-            items.extend(_decode(item_type, raw) for raw in message.get("items", ()))
+            if decode_items is None:
+                items.extend(_decode(item_type, raw) for raw in message.get("items", ()))
+            else:
+                try:
+                    items.extend(decode_items(message.get("items", [])))
+                except WireTypeError as exc:
+                    raise ProtocolError(
+                        f"sockd sent a reply that breaks the contract: {exc}"
+                    ) from exc
             if not message.get("more"):
                 raw_result = message.get("result")
                 result = None if raw_result is None else _decode(reply_type, raw_result)
@@ -371,6 +511,27 @@ def _decode(tp: Any, raw: Any) -> Any:
         return from_wire(tp, raw)
     except (WireTypeError, KeyError) as exc:
         raise ProtocolError(f"sockd sent a reply that breaks the contract: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a large listing is decoded.
+
+    A listing builds ~100 000 SockInfo objects that all stay alive; the collector would walk the
+    growing heap again and again (measured: a third of the decoding time). Nothing cyclic is made
+    here, so nothing is left for it to find; its previous state is restored.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _sock_batches(batches: list[Any]) -> Iterable[SockBatch]:
+    return map(sock_batch_from_wire, batches)
 
 
 def _error_from(message: dict[str, Any]) -> SockdError:

@@ -238,13 +238,14 @@ class Daemon:
         parts: list[str] = []
         size = 0
         for item in listing.items:
-            encoded = _dumps(to_wire(item))
+            encoded = item if listing.encoded else _dumps(to_wire(item))
             if size + len(encoded) + 1 > _CHUNK and parts:
                 yield f'{{"ok":true,"more":true,"items":[{",".join(parts)}]}}'.encode()
                 parts, size = [], 0
             parts.append(encoded)
             size += len(encoded) + 1
-        result = _dumps(to_wire(listing.result))
+        summary = listing.result() if callable(listing.result) else listing.result
+        result = _dumps(to_wire(summary))
         yield f'{{"ok":true,"more":false,"items":[{",".join(parts)}],"result":{result}}}'.encode()
 
     @staticmethod

@@ -48,6 +48,7 @@ class Policy:
     unknown_groups: tuple[str, ...]
     link_quota: int = 16
     address_quota: int = 32
+    socket_visibility: str = "all"
 
     @classmethod
     def from_config(cls, config: Config) -> "Policy":
@@ -61,6 +62,7 @@ class Policy:
             unknown_groups=create.unknown + monitor.unknown,
             link_quota=config.policy.link_quota,
             address_quota=config.policy.address_quota,
+            socket_visibility=config.policy.socket_visibility,
         )
 
     def may_create(self, peer: Peer) -> bool:
@@ -68,6 +70,14 @@ class Policy:
 
     def sees_all_processes(self, peer: Peer) -> bool:
         return peer.root or peer.in_groups(self.monitor_gids)
+
+    def sees_all_sockets(self, peer: Peer) -> bool:
+        """Whether sock.list shows ``peer`` every socket (addresses, not processes), or only its own.
+
+        ``policy.socket_visibility = "all"`` (the default) shows everyone every socket, as ss does
+        for any user on the host; ``"own"`` keeps other uids' sockets for root and monitors.
+        """
+        return self.socket_visibility == "all" or self.sees_all_processes(peer)
 
     def authorize(self, access: Access, peer: Peer, op: str) -> None:
         if access is Access.CREATOR and not self.may_create(peer):
