@@ -20,7 +20,14 @@ from sockctl.errors import (
     UnknownOperation,
     UnsupportedVersion,
 )
-from sockctl.protocol import MAX_MESSAGE, NS_NAME_RULE, OPERATIONS, PROTOCOL_VERSION, to_wire
+from sockctl.protocol import (
+    MAX_MESSAGE,
+    NS_NAME_PATTERN,
+    NS_NAME_RULE,
+    OPERATIONS,
+    PROTOCOL_VERSION,
+    to_wire,
+)
 from sockctl.schema import request_adapter
 from sockd.config import Config
 from sockd.dispatch import TABLE, Listing
@@ -50,6 +57,18 @@ class Prepared:
     def inline(self) -> bool:
         """Whether the server may run it on its event loop: errors and non-blocking handlers."""
         return self.error is not None or self.op is None or TABLE[self.op].inline
+
+
+def _is_ns_name_error(error: Any) -> bool:
+    """A namespace-name field (whatever its name: name, netns, peer) failed its bounds or pattern."""
+    ctx = error.get("ctx") or {}
+    if error["type"] == "string_pattern_mismatch":
+        return bool(ctx.get("pattern") == NS_NAME_PATTERN)
+    return error["type"] in ("string_too_long", "string_too_short") and error["loc"][-1:] in (
+        ("name",),
+        ("netns",),
+        ("peer",),
+    )
 
 
 class Stats:
@@ -219,10 +238,7 @@ class Daemon:
             first = errors[0]
             where = ".".join(str(part) for part in first["loc"]) or None
             why = first["msg"]
-            if (
-                first["type"] in ("string_pattern_mismatch", "string_too_long", "string_too_short")
-                and where == "name"
-            ):
+            if _is_ns_name_error(first):
                 why = f"a namespace name is {NS_NAME_RULE}"
             raise InvalidRequest(
                 f"{op}: {where + ': ' if where else ''}{why}",
