@@ -2,11 +2,13 @@
 
 import contextlib
 import errno
+import gc
+import itertools
 import json
 import os
 import socket
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -39,12 +41,26 @@ from sockctl.protocol import (
     NsShowRequest,
     NsUnlinkReply,
     NsUnlinkRequest,
+    Operation,
     PingReply,
     PingRequest,
+    SockBatch,
+    SockCount,
+    SockFamily,
+    SockInfo,
+    SockKind,
+    SockListRequest,
+    SockListResult,
+    SockStateFilter,
+    SockSummaryRequest,
+    SockSummaryResult,
     StatusReply,
     StatusRequest,
     WhoAmIReply,
     WhoAmIRequest,
+    WireTypeError,
+    sock_batch_from_wire,
+    sock_batch_rows,
     to_wire,
 )
 
@@ -215,6 +231,113 @@ class Client:
         result: NsInfo = self._call(NsSetNsidRequest(name=name, nsid=nsid))
         return result
 
+    # Socket inspection ------------------------------------------------------------------------
+
+    def sock_list(
+        self,
+        *,
+        kinds: Sequence[SockKind] = (),
+        families: Sequence[SockFamily] = (),
+        states: Sequence[SockStateFilter] = (),
+        local_port: int | None = None,
+        remote_port: int | None = None,
+        local_address: str | None = None,
+        remote_address: str | None = None,
+        uid: int | None = None,
+        pid: int | None = None,
+        netns: str | None = None,
+        all_netns: bool = False,
+        processes: bool = True,
+    ) -> tuple[list[SockInfo], SockListResult]:
+        """Sockets of the host's namespace (default), of ``netns``, or of all (``all_netns``).
+
+        Filters work like ss's; empty means all. ``states`` takes ss's names and groups
+        (``"listening"``, ``"connected"``, ...); addresses take an IP or network
+        (``"10.0.0.0/8"``), or for UNIX sockets a name pattern (``"/run/*"``, ``"@name*"``). ::
+
+            with Client() as client:
+                sockets, result = client.sock_list(kinds=["tcp"], states=["listening"])
+                for s in sockets:
+                    print(s.local, s.local_port, [p.name for p in s.processes or []])
+
+        Other users' processes are shown only to root and monitor-group members
+        (``result.process_scope`` says which). Bad filters raise
+        :class:`~sockctl.errors.InvalidRequest` naming the field; an unknown namespace
+        :class:`~sockctl.errors.NotFound`.
+        """
+        with _gc_paused():
+            batches, result = self.sock_batches(
+                kinds=kinds,
+                families=families,
+                states=states,
+                local_port=local_port,
+                remote_port=remote_port,
+                local_address=local_address,
+                remote_address=remote_address,
+                uid=uid,
+                pid=pid,
+                netns=netns,
+                all_netns=all_netns,
+                processes=processes,
+            )
+            rows = list(itertools.chain.from_iterable(map(sock_batch_rows, batches)))
+        return rows, result
+
+    def sock_batches(
+        self,
+        *,
+        kinds: Sequence[SockKind] = (),
+        families: Sequence[SockFamily] = (),
+        states: Sequence[SockStateFilter] = (),
+        local_port: int | None = None,
+        remote_port: int | None = None,
+        local_address: str | None = None,
+        remote_address: str | None = None,
+        uid: int | None = None,
+        pid: int | None = None,
+        netns: str | None = None,
+        all_netns: bool = False,
+        processes: bool = True,
+    ) -> tuple[list[SockBatch], SockListResult]:
+        """:meth:`sock_list`'s sockets as the daemon sends them: columns, a few hundred per batch.
+
+        For programs that aggregate many sockets (counting per port, exporting metrics): no object
+        per socket is built, which halves the time of a 100 000-socket listing.
+        ``protocol.sock_batch_rows(batch)`` turns a batch into :class:`SockInfo` rows.
+        """
+        request = SockListRequest(
+            kinds=list(kinds),
+            families=list(families),
+            states=list(states),
+            local_port=local_port,
+            remote_port=remote_port,
+            local_address=local_address,
+            remote_address=remote_address,
+            uid=uid,
+            pid=pid,
+            netns=netns,
+            all_netns=all_netns,
+            processes=processes,
+        )
+        with _gc_paused():
+            items, result = self._listing(request, _sock_batches)
+        return items, result
+
+    def sock_summary(
+        self,
+        *,
+        kinds: Sequence[SockKind] = (),
+        families: Sequence[SockFamily] = (),
+        netns: str | None = None,
+        all_netns: bool = False,
+    ) -> tuple[list[SockCount], SockSummaryResult]:
+        """Socket counts per namespace, kind, family and state, like ``ss -s``."""
+        request = SockSummaryRequest(
+            kinds=list(kinds), families=list(families), netns=netns, all_netns=all_netns
+        )
+        items, result = self._listing(request)
+        return items, result
+
     # Acting inside namespaces as yourself (issue 5) ----------------------------------------------
 
     def popen(
@@ -345,11 +468,15 @@ class Client:
             raise ProtocolError(f"{request.op}: unexpected listing in reply")
         return result, fds
 
-    def _listing(self, request: Any) -> tuple[list[Any], Any]:
-        items, result, _ = self._exchange(request)
+    def _listing(
+        self, request: Any, decode_items: Callable[[list[Any]], Iterable[Any]] | None = None
+    ) -> tuple[list[Any], Any]:
+        items, result, _ = self._exchange(request, decode_items)
         return items, result
 
-    def _exchange(self, request: Any) -> tuple[list[Any], Any, list[int]]:
+    def _exchange(
+        self, request: Any, decode_items: Callable[[list[Any]], Iterable[Any]] | None = None
+    ) -> tuple[list[Any], Any, list[int]]:
         operation = OPERATIONS[request.op]
         payload = json.dumps({"proto": PROTOCOL_VERSION, **to_wire(request)}).encode()
         with self._lock:
@@ -378,7 +505,7 @@ class Client:
                 self._drop()
                 raise DaemonUnavailable(f"cannot send to sockd: {exc}") from exc
             try:
-                return self._read_reply(sock, operation.reply, operation.item, operation.gives_fds)
+                return self._read_reply(sock, operation, decode_items)
             except BaseException:
                 # Whatever went wrong, the stream position is unknown now: start afresh next time.
                 self._drop()
@@ -392,23 +519,38 @@ class Client:
             raise DaemonUnavailable(f"cannot send to sockd: {exc}") from exc
 
     def _read_reply(
-        self, sock: socket.socket, reply_type: Any, item_type: Any, gives_fds: bool
+        self,
+        sock: socket.socket,
+        operation: Operation,
+        decode_items: Callable[[list[Any]], Iterable[Any]] | None = None,
     ) -> tuple[list[Any], Any, list[int]]:
+        """Read one reply: its items, its result, and the descriptors it carried (if the
+        operation gives any). ``decode_items`` turns each message's raw items into what the caller
+        returns, where the generic per-item decoding would be too slow or the items are batches."""
         items: list[Any] = []
         kept: list[int] = []
         with contextlib.ExitStack() as on_error:
             on_error.callback(_wire.close_all, kept)
             for message, fds in self._messages(sock):
-                if gives_fds:
+                if operation.gives_fds:
                     kept.extend(fds)
                 else:
                     _wire.close_all(fds)  # not the contract: never keep what we did not ask for
                 if not message.get("ok"):
                     raise error_from(message)
-                items.extend(decode(item_type, raw) for raw in message.get("items", ()))
+                raw_items = message.get("items", [])
+                if decode_items is None:
+                    items.extend(decode(operation.item, raw) for raw in raw_items)
+                else:
+                    try:
+                        items.extend(decode_items(raw_items))
+                    except WireTypeError as exc:
+                        raise ProtocolError(
+                            f"sockd sent a reply that breaks the contract: {exc}"
+                        ) from exc
                 if not message.get("more"):
                     raw_result = message.get("result")
-                    result = None if raw_result is None else decode(reply_type, raw_result)
+                    result = None if raw_result is None else decode(operation.reply, raw_result)
                     on_error.pop_all()
                     return items, result, kept
         raise DaemonUnavailable("sockd closed the connection before answering")
@@ -458,3 +600,24 @@ def _connect_error(path: str, exc: BaseException) -> BaseException:
     if isinstance(exc, OSError):
         return DaemonUnavailable(f"cannot connect to {path}: {exc}")
     return exc
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a large listing is decoded.
+
+    A listing builds ~100 000 SockInfo objects that all stay alive; the collector would walk the
+    growing heap again and again (measured: a third of the decoding time). Nothing cyclic is made
+    here, so nothing is left for it to find; its previous state is restored.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _sock_batches(batches: list[Any]) -> Iterable[SockBatch]:
+    return map(sock_batch_from_wire, batches)

@@ -506,9 +506,171 @@ def ns_exec(
     sys.exit(returncode if returncode >= 0 else 128 - returncode)
 
 
+# Socket inspection (sock list, sock summary) --------------------------------------------------------
+
+_STATE_CHOICES = [
+    "established", "syn-sent", "syn-recv", "fin-wait-1", "fin-wait-2", "time-wait", "closed",
+    "close-wait", "last-ack", "listening", "closing", "all", "connected", "synchronized", "bucket",
+    "big", "listen",
+]  # fmt: skip
+# protocol.SockStateFilter, spelled out: importing typing.get_args here would cost start-up.
+
+
 @cli.group()
 def sock() -> None:
-    """Sockets made by sockd and handed to you."""
+    """Sockets: list them like ss (any namespace), or get one made by sockd (sock open)."""
+
+
+def _kind_options(fn: F) -> F:
+    for option in reversed(
+        [
+            click.option("-t", "--tcp", "kinds", flag_value="tcp", multiple=True, help="TCP."),
+            click.option("-u", "--udp", "kinds", flag_value="udp", multiple=True, help="UDP."),
+            click.option("-w", "--raw", "kinds", flag_value="raw", multiple=True, help="RAW."),
+            click.option("-x", "--unix", "kinds", flag_value="unix", multiple=True, help="UNIX."),
+            click.option(
+                "-4", "--ipv4", "families", flag_value="inet", multiple=True, help="IPv4 only."
+            ),
+            click.option(
+                "-6", "--ipv6", "families", flag_value="inet6", multiple=True, help="IPv6 only."
+            ),
+            click.option(
+                "-N",
+                "--netns",
+                metavar="NAME",
+                shell_complete=_complete_ns,
+                help="A named namespace instead of the host's.",
+            ),
+            click.option(
+                "--all-netns",
+                is_flag=True,
+                help="The host's namespace and every named one, rows tagged with their name.",
+            ),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+@sock.command("list")
+@_kind_options
+@click.option("-l", "--listening", is_flag=True, help="Listening sockets (state listening).")
+@click.option(
+    "-s",
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice(_STATE_CHOICES),
+    metavar="STATE",
+    help="ss's state names and groups (established, listening, connected, ...); repeatable.",
+)
+@click.option("--sport", "--local-port", "local_port", type=int, help="Local port.")
+@click.option("--dport", "--remote-port", "remote_port", type=int, help="Remote port.")
+@click.option(
+    "--src",
+    "--local-address",
+    "local_address",
+    metavar="ADDR",
+    help="Local IP or network (10.0.0.0/8, ::1), or UNIX name pattern (/run/*, @name*).",
+)
+@click.option(
+    "--dst", "--remote-address", "remote_address", metavar="ADDR", help="Remote IP or network."
+)
+@click.option("--uid", type=int, help="Sockets owned by this uid.")
+@click.option("--pid", type=int, help="Sockets held by this process.")
+@click.option("--no-processes", is_flag=True, help="Skip process attribution (faster).")
+@json_option
+@pass_state
+def sock_list(
+    state: State,
+    kinds: tuple[str, ...],
+    families: tuple[str, ...],
+    netns: str | None,
+    all_netns: bool,
+    listening: bool,
+    states: tuple[str, ...],
+    local_port: int | None,
+    remote_port: int | None,
+    local_address: str | None,
+    remote_address: str | None,
+    uid: int | None,
+    pid: int | None,
+    no_processes: bool,
+) -> None:
+    """List sockets like `ss -tuwxanp`: every kind and state unless filtered.
+
+    Addresses of all sockets are shown to everyone; processes of other users only to root and
+    members of the monitor group (see `sockctl whoami`). Rows of named namespaces are tagged
+    with --all-netns.
+    """
+    batches, result = state.client.sock_batches(
+        kinds=kinds,  # type: ignore[arg-type]
+        families=families,  # type: ignore[arg-type]
+        states=[*states, *(["listening"] if listening else [])],  # type: ignore[list-item]
+        local_port=local_port,
+        remote_port=remote_port,
+        local_address=local_address,
+        remote_address=remote_address,
+        uid=uid,
+        pid=pid,
+        netns=netns,
+        all_netns=all_netns,
+        processes=not no_processes,
+    )
+    if state.json:
+        from sockctl.protocol import sock_batch_rows
+
+        sockets = [to_wire(row) for batch in batches for row in sock_batch_rows(batch)]
+        click.echo(json.dumps({"sockets": sockets, "result": to_wire(result)}))
+        return
+    from sockctl._socktable import sock_table
+
+    click.echo(sock_table(batches, show_netns=all_netns, show_processes=not no_processes))
+    # Notes go to stderr: the table on stdout stays one header line plus one line per socket.
+    if result.proc_fallback:
+        click.echo(
+            f"sockctl: read from /proc/net: {', '.join(result.proc_fallback)} (no sock_diag "
+            f"support for them in this kernel; ss does the same)",
+            err=True,
+        )
+    if result.process_scope == "own":
+        click.echo("sockctl: processes of other users hidden (see `sockctl whoami`)", err=True)
+
+
+@sock.command("summary")
+@_kind_options
+@click.option(
+    "--prometheus",
+    is_flag=True,
+    help="Print the Prometheus text format (gauge sockd_sockets{netns,kind,family,state}).",
+)
+@json_option
+@pass_state
+def sock_summary(
+    state: State,
+    kinds: tuple[str, ...],
+    families: tuple[str, ...],
+    netns: str | None,
+    all_netns: bool,
+    prometheus: bool,
+) -> None:
+    """Count sockets per namespace, kind, family and state, like `ss -s`.
+
+    --prometheus prints the counts for a node_exporter textfile collector or a scrape wrapper.
+    """
+    counts, result = state.client.sock_summary(
+        kinds=kinds,  # type: ignore[arg-type]
+        families=families,  # type: ignore[arg-type]
+        netns=netns,
+        all_netns=all_netns,
+    )
+    from sockctl._socktable import prometheus_text, summary_text
+
+    if prometheus:
+        click.echo(prometheus_text(counts), nl=False)
+        return
+    payload = {"counts": counts, "result": result}
+    _emit(state, payload, lambda: summary_text(counts, result.namespaces))
 
 
 def _check_fd_name(_ctx: click.Context, _param: click.Parameter, value: str) -> str:

@@ -8,6 +8,8 @@ Example, with the defaults (``systemd/sockd.toml`` is the installed copy)::
     namespace_quota = 16                 # namespaces one non-root user may own (created or attached)
     link_quota = 16                      # veth links one non-root user may own
     address_quota = 32                   # pool addresses one non-root user may hold (2 per link)
+    socket_visibility = "all"            # sock.list/summary for non-monitors: "all" sockets
+                                         # (addresses, as ss shows anyone) or only their "own"
     exec_groups = []                     # may `ns exec`/`sock open` into ANY namespace (owners and
                                          # root always may into theirs / all)
 
@@ -101,6 +103,7 @@ class PolicyConfig(_Section):
     namespace_quota: int = Field(default=16, ge=0, le=100000)
     link_quota: int = Field(default=16, ge=0, le=100000)
     address_quota: int = Field(default=32, ge=0, le=1 << 24)
+    socket_visibility: Literal["all", "own"] = "all"
     # issue 5: who may act inside namespaces they do not own, and privileged host ports.
     exec_groups: list[str | int] = []
     privileged_ports: list[PrivilegedPortRule] = []

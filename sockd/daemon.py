@@ -22,7 +22,14 @@ from sockctl.errors import (
     UnknownOperation,
     UnsupportedVersion,
 )
-from sockctl.protocol import MAX_MESSAGE, NS_NAME_RULE, OPERATIONS, PROTOCOL_VERSION, to_wire
+from sockctl.protocol import (
+    MAX_MESSAGE,
+    NS_NAME_PATTERN,
+    NS_NAME_RULE,
+    OPERATIONS,
+    PROTOCOL_VERSION,
+    to_wire,
+)
 from sockctl.schema import request_adapter
 from sockd.config import Config
 from sockd.dispatch import TABLE, Call, Fds, Listing, Session, WithFds
@@ -61,6 +68,18 @@ class Prepared:
     def inline(self) -> bool:
         """Whether the server may run it on its event loop: errors and non-blocking handlers."""
         return self.error is not None or self.op is None or TABLE[self.op].inline
+
+
+def _is_ns_name_error(error: Any) -> bool:
+    """A namespace-name field (whatever its name: name, netns, peer) failed its bounds or pattern."""
+    ctx = error.get("ctx") or {}
+    if error["type"] == "string_pattern_mismatch":
+        return bool(ctx.get("pattern") == NS_NAME_PATTERN)
+    return error["type"] in ("string_too_long", "string_too_short") and error["loc"][-1:] in (
+        ("name",),
+        ("netns",),
+        ("peer",),
+    )
 
 
 class Stats:
@@ -259,10 +278,7 @@ class Daemon:
             first = errors[0]
             where = ".".join(str(part) for part in first["loc"]) or None
             why = first["msg"]
-            if (
-                first["type"] in ("string_pattern_mismatch", "string_too_long", "string_too_short")
-                and where == "name"
-            ):
+            if _is_ns_name_error(first):
                 why = f"a namespace name is {NS_NAME_RULE}"
             raise InvalidRequest(
                 f"{op}: {where + ': ' if where else ''}{why}",
@@ -278,13 +294,14 @@ class Daemon:
         parts: list[str] = []
         size = 0
         for item in listing.items:
-            encoded = _dumps(to_wire(item))
+            encoded = item if listing.encoded else _dumps(to_wire(item))
             if size + len(encoded) + 1 > _CHUNK and parts:
                 yield Message(f'{{"ok":true,"more":true,"items":[{",".join(parts)}]}}'.encode())
                 parts, size = [], 0
             parts.append(encoded)
             size += len(encoded) + 1
-        result = _dumps(to_wire(listing.result))
+        summary = listing.result() if callable(listing.result) else listing.result
+        result = _dumps(to_wire(summary))
         yield Message(
             f'{{"ok":true,"more":false,"items":[{",".join(parts)}],"result":{result}}}'.encode()
         )

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sockctl import _wire
 from sockctl import protocol as p
 from sockctl.errors import InvalidRequest
+from sockd import socklist
 from sockd.policy import Access, Peer
 
 if TYPE_CHECKING:
@@ -23,10 +24,16 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class Listing:
-    """A handler's streamed answer: items sent in as many messages as needed, then the summary."""
+    """A handler's streamed answer: items sent in as many messages as needed, then the summary.
+
+    ``result`` may be a zero-argument callable, called after the last item: a summary counted while
+    streaming. ``encoded`` says the items are already JSON text (one item's object each), made by a
+    handler whose listings are too large for per-item ``to_wire`` (sock.list: 100 000 sockets).
+    """
 
     items: Iterable[Any]
     result: Any = None
+    encoded: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +207,19 @@ def ns_set_nsid(daemon: "Daemon", peer: Peer, request: p.NsSetNsidRequest) -> p.
     return daemon.links.annotate_one(daemon.namespaces.set_nsid(peer, request.name, request.nsid))
 
 
+# Socket inspection (sockd/socklist.py) ----------------------------------------------------------
+
+
+def sock_list(daemon: "Daemon", peer: Peer, request: p.SockListRequest) -> Listing:
+    items, result = socklist.list_sockets(daemon, peer, request)
+    return Listing(items, result, encoded=True)
+
+
+def sock_summary(daemon: "Daemon", peer: Peer, request: p.SockSummaryRequest) -> Listing:
+    counts, result = socklist.summarize_sockets(daemon, peer, request)
+    return Listing(counts, result)
+
+
 # Acting inside a namespace as the caller (issue 5) -------------------------------------------------
 
 
@@ -233,6 +253,9 @@ TABLE: dict[str, Route] = {
     "ns.show": Route(Access.ANYONE, ns_show),
     "ns.attach": Route(Access.CREATOR, ns_attach),
     "ns.set_nsid": Route(Access.CREATOR, ns_set_nsid),
+    # Socket inspection: policy on processes and sockets is applied in socklist.
+    "sock.list": Route(Access.ANYONE, sock_list),
+    "sock.summary": Route(Access.ANYONE, sock_summary),
     # issue 5: ownership (exec) and port grants (sock.open) are checked in the handlers.
     "ns.exec": Route(Access.ANYONE, ns_exec),
     "exec.signal": Route(Access.ANYONE, exec_signal),

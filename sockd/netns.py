@@ -18,7 +18,14 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
-from sockctl.errors import AlreadyExists, Busy, InternalError, NotFound, PermissionDenied
+from sockctl.errors import (
+    AlreadyExists,
+    Busy,
+    InternalError,
+    NotFound,
+    PermissionDenied,
+    SockdError,
+)
 from sockctl.protocol import NsDeleteReply, NsIdentifyReply, NsInfo, NsPidsResult
 from sockd import linux
 from sockd.log import Logger
@@ -257,6 +264,10 @@ class Namespaces:
         visible, hidden = self._visible_pids(peer, inside)
         return visible, NsPidsResult(name=name, hidden=hidden)
 
+    def mounted(self) -> list[tuple[str, str]]:
+        """(name, path) of every named namespace that is mounted now, sorted by name."""
+        return [(e.name, e.path) for e in self._entries() if e.mounted]
+
     def count_managed(self) -> int:
         return sum(1 for r in self.registry.records() if r.state == "ready")
 
@@ -327,7 +338,18 @@ class Namespaces:
             for name, record in records.items():
                 path = self._path(name)
                 if record.state == "creating":
-                    self._discard(path)
+                    try:
+                        self._discard(path)
+                    except SockdError as exc:
+                        # Keep the record: the half-made namespace stays owned and is retried on
+                        # the next start, instead of becoming an orphan nobody may delete.
+                        self.log.error(
+                            f"cannot roll back interrupted namespace {name}: {exc}; it stays "
+                            f"owned by uid {record.owner_uid} (unmount {path} by hand, then "
+                            f"restart sockd)",
+                            SOCKD_NS=name,
+                        )
+                        continue
                     self._discard_uts(name)
                     self.registry.remove(name)
                     self.log.warning(
@@ -342,8 +364,17 @@ class Namespaces:
             self._reconcile_uts()
             for entry in self._entries():
                 if not entry.mounted and _is_placeholder(entry.path):
-                    with self._netns_dir_locked():
-                        os.unlink(entry.path)
+                    try:
+                        with self._netns_dir_locked():
+                            os.unlink(entry.path)
+                    except OSError as exc:
+                        # EBUSY: another mount namespace pins it. Starting matters more.
+                        self.log.error(
+                            f"cannot remove broken placeholder {entry.path}: {exc.strerror} "
+                            f"(a mount in another mount namespace pins it; `umount` it there)",
+                            SOCKD_NS=entry.name,
+                        )
+                        continue
                     self.log.warning(
                         f"removed broken placeholder {entry.path} (no namespace mounted on it)",
                         SOCKD_NS=entry.name,

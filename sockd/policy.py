@@ -85,6 +85,7 @@ class Policy:
     unknown_groups: tuple[str, ...]
     link_quota: int = 16
     address_quota: int = 32
+    socket_visibility: str = "all"
     exec_gids: frozenset[int] = frozenset()
     port_grants: tuple[PortGrant, ...] = ()
 
@@ -105,6 +106,7 @@ class Policy:
             + tuple(name for _, unknown in grants for name in unknown),
             link_quota=config.policy.link_quota,
             address_quota=config.policy.address_quota,
+            socket_visibility=config.policy.socket_visibility,
             exec_gids=execute.gids,
             port_grants=tuple(grant for grant, _ in grants),
         )
@@ -114,6 +116,14 @@ class Policy:
 
     def sees_all_processes(self, peer: Peer) -> bool:
         return peer.root or peer.in_groups(self.monitor_gids)
+
+    def sees_all_sockets(self, peer: Peer) -> bool:
+        """Whether sock.list shows ``peer`` every socket (addresses, not processes), or only its own.
+
+        ``policy.socket_visibility = "all"`` (the default) shows everyone every socket, as ss does
+        for any user on the host; ``"own"`` keeps other uids' sockets for root and monitors.
+        """
+        return self.socket_visibility == "all" or self.sees_all_processes(peer)
 
     def authorize(self, access: Access, peer: Peer, op: str) -> None:
         if access is Access.CREATOR and not self.may_create(peer):
