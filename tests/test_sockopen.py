@@ -69,6 +69,26 @@ def owned(shared_daemon: Daemon, user_python: tuple[str, str]) -> Iterator[str]:
     sockctl(shared_daemon, "ns", "delete", "--force", "-y", name)
 
 
+def hold_socket(
+    daemon: Daemon, user_python: tuple[str, str], name: str, address: str
+) -> "subprocess.Popen[bytes]":
+    """MEMBER's `sock open --ns NAME ADDRESS -- sleep 30`: the socket, held by sleep as fd 3."""
+    cmd, env = sockctl_command(
+        daemon,
+        "sock",
+        "open",
+        "--ns",
+        name,
+        address,
+        "--",
+        "sleep",
+        "30",
+        who=MEMBER,
+        user_python=user_python,
+    )
+    return subprocess.Popen(cmd, env=env, cwd="/")
+
+
 def in_netns(name: str, *command: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["ip", "netns", "exec", name, *command], capture_output=True, text=True, check=False
@@ -123,20 +143,7 @@ def test_port_80_in_own_namespace_served_by_a_socket_activated_program(
 def test_the_socket_is_the_caller_s(
     shared_daemon: Daemon, user_python: tuple[str, str], owned: str
 ) -> None:
-    cmd, env = sockctl_command(
-        shared_daemon,
-        "sock",
-        "open",
-        "--ns",
-        owned,
-        "tcp:127.0.0.1:81",
-        "--",
-        "sleep",
-        "30",
-        who=MEMBER,
-        user_python=user_python,
-    )
-    holder = subprocess.Popen(cmd, env=env, cwd="/")
+    holder = hold_socket(shared_daemon, user_python, owned, "tcp:127.0.0.1:81")
     try:
         for _ in range(500):
             listed = in_netns(owned, "ss", "-Htlne", "sport", "= :81").stdout
@@ -241,20 +248,7 @@ def test_abstract_unix_listener_in_a_namespace_names_its_real_owner(
     shared_daemon: Daemon, user_python: tuple[str, str], owned: str
 ) -> None:
     # The listener's SO_PEERCRED must be the user's process, not root: sockctl listens itself.
-    cmd, env = sockctl_command(
-        shared_daemon,
-        "sock",
-        "open",
-        "--ns",
-        owned,
-        "unix:@sockd-test-abstract",
-        "--",
-        "sleep",
-        "30",
-        who=MEMBER,
-        user_python=user_python,
-    )
-    holder = subprocess.Popen(cmd, env=env, cwd="/")
+    holder = hold_socket(shared_daemon, user_python, owned, "unix:@sockd-test-abstract")
     probe = textwrap.dedent(
         """
         import socket, struct, time
