@@ -842,7 +842,8 @@ def to_wire(value: Any) -> Any:
     """Turn a reply or request dataclass (recursively) into JSON-ready Python objects."""
     if isinstance(value, _SCALARS):  # the common case first: this runs once per field
         return value
-    names = _field_names(type(value))
+    cls: Any = type(value)  # types are hashable; typeshed's type[Any] does not say so
+    names = _field_names(cls)
     if names is not None:
         return {name: to_wire(getattr(value, name)) for name in names}
     if isinstance(value, list | tuple):
@@ -853,7 +854,7 @@ def to_wire(value: Any) -> Any:
 
 
 @functools.cache
-def _field_names(cls: type[Any]) -> tuple[str, ...] | None:
+def _field_names(cls: Any) -> tuple[str, ...] | None:
     """The field names of a dataclass type (None for other types), looked up once per type."""
     if dataclasses.is_dataclass(cls):
         return tuple(f.name for f in dataclasses.fields(cls))
