@@ -273,13 +273,18 @@ class Client:
     ) -> tuple[list[Any], Any]:
         items: list[Any] = []
         for message in self._messages(sock):
-            if not message.get("ok"):
+            if message.get("ok") is not True:
                 raise _error_from(message)
-            items.extend(_decode(item_type, raw) for raw in message.get("items", ()))
+            raw_items = message.get("items", [])
+            if not isinstance(raw_items, list) or (raw_items and item_type is None):
+                raise ProtocolError("sockd sent items that break the contract")
+            items.extend(_decode(item_type, raw) for raw in raw_items)
             if not message.get("more"):
                 raw_result = message.get("result")
-                result = None if raw_result is None else _decode(reply_type, raw_result)
-                return items, result
+                # A summary this client has no type for comes from a newer daemon: ignore it.
+                if raw_result is None or reply_type is None:
+                    return items, None
+                return items, _decode(reply_type, raw_result)
         raise DaemonUnavailable("sockd closed the connection before answering")
 
     def _messages(self, sock: socket.socket) -> Iterator[dict[str, Any]]:

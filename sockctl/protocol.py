@@ -482,7 +482,10 @@ def from_wire(tp: Any, value: Any) -> Any:
         _expect(value, list, tp)
         (inner,) = typing.get_args(tp)
         return [from_wire(inner, item) for item in value]
-    if origin is dict or tp is Any:
+    if origin is dict:
+        _expect(value, dict, tp)
+        return value
+    if tp is Any:
         return value
     if origin is Literal:
         if value not in typing.get_args(tp):

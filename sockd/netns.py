@@ -228,6 +228,13 @@ class Namespaces:
             owner = os.stat(f"{self.proc}/{target}").st_uid
         except (FileNotFoundError, ProcessLookupError) as exc:
             raise NotFound(f"no process with pid {target}", field="pid") from exc
+        except PermissionError as exc:
+            # A process of another user namespace or under an LSM's ptrace rules (pid 1 of a
+            # container host, for one): even root's stat of its ns/net link is refused.
+            raise PermissionDenied(
+                f"the kernel does not let sockd look at the namespace of process {target}",
+                field="pid",
+            ) from exc
         if pid is None and peer.creds.pidfd is not None and not linux.pidfd_alive(peer.creds.pidfd):
             # The caller exited and its pid may already name another process.
             raise NotFound(f"the calling process {target} has exited", field="pid")

@@ -250,6 +250,9 @@ class Server:
             self._forget(conn)
             return
         if not data:
+            # The end of the stream, or an empty datagram (SEQPACKET cannot tell them apart): either
+            # way the connection goes, and descriptors sent with an empty datagram go with it.
+            _wire.close_all(fds)
             self._forget(conn)
             return
         conn.last_active = time.monotonic()
