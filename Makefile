@@ -144,6 +144,9 @@ lint: test-venv
 	$(TEST_VENV)/bin/ruff format --check .
 	$(TEST_VENV)/bin/mypy
 
+# Tests run clients as other uids with this world-readable interpreter (tests/conftest.py).
+export SOCKD_TEST_USER_PYTHON := $(TEST_VENV)/bin/python
+
 pytest: test-venv
 	$(TEST_VENV)/bin/pytest $(PYTEST_ARGS)
 
