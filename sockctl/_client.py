@@ -4,6 +4,7 @@ import errno
 import json
 import os
 import socket
+import struct
 import threading
 from collections.abc import Iterator
 from types import TracebackType
@@ -315,9 +316,16 @@ class Client:
         if self._sock is not None:
             return self._sock
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-        sock.settimeout(self.timeout)
         try:
+            # A blocking connect waits for room in the daemon's listen backlog (a burst of clients),
+            # bounded by SO_SNDTIMEO; a non-blocking one would fail at once with EAGAIN.
+            if self.timeout is not None:
+                seconds = max(self.timeout, 0.001)  # a zero timeval would mean "wait forever"
+                whole = int(seconds)
+                timeval = struct.pack("ll", whole, int((seconds - whole) * 1e6))
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
             sock.connect(self.socket_path)
+            sock.settimeout(self.timeout)
         except BaseException as exc:
             sock.close()
             raise _connect_error(self.socket_path, exc) from exc
@@ -342,7 +350,7 @@ def _connect_error(path: str, exc: BaseException) -> BaseException:
     if isinstance(exc, TimeoutError):
         return DaemonTimeout(f"connecting to {path} timed out")
     if isinstance(exc, OSError) and exc.errno == errno.EAGAIN:
-        return DaemonUnavailable(f"sockd at {path} has a full backlog; try again")
+        return DaemonTimeout(f"sockd at {path} did not accept the connection in time (busy)")
     if isinstance(exc, OSError):
         return DaemonUnavailable(f"cannot connect to {path}: {exc}")
     return exc

@@ -158,8 +158,9 @@ class Daemon:
             result = TABLE[op].handler(self, peer, request)
             if isinstance(result, Listing):
                 yield from self._stream(result)
+                reply = None
             else:
-                yield f'{{"ok":true,"result":{_dumps(to_wire(result))}}}'.encode()
+                reply = f'{{"ok":true,"result":{_dumps(to_wire(result))}}}'.encode()
         except RequestError as exc:
             self._audit(peer, op, request, exc.code.value, exc.message)
             yield self.error_reply(exc)
@@ -177,7 +178,11 @@ class Daemon:
             return
         finally:
             _wire.close_all(prepared.fds)
+        # Audited before the reply goes out: what was done is recorded even if the caller has
+        # gone and the reply cannot be delivered.
         self._audit(peer, op, request, "ok", "")
+        if reply is not None:
+            yield reply
 
     @staticmethod
     def _decode(data: bytes) -> dict[str, Any]:

@@ -206,6 +206,9 @@ class Credentials:
     gid: int
     groups: tuple[int, ...]
     pidfd: int | None
+    exited: bool = False
+    """The peer had already exited when it was identified (SO_PEERPIDFD: ESRCH), so ``pid`` may
+    name another process by now. Its requests still count: it sent them while it lived."""
 
 
 def peer_credentials(sock: socket.socket) -> Credentials:
@@ -215,7 +218,8 @@ def peer_credentials(sock: socket.socket) -> Credentials:
     """
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     pid, uid, gid = struct.unpack("3i", raw)
-    return Credentials(pid, uid, gid, _peer_groups(sock), _peer_pidfd(sock))
+    pidfd, exited = _peer_pidfd(sock)
+    return Credentials(pid, uid, gid, _peer_groups(sock), pidfd, exited)
 
 
 def _peer_groups(sock: socket.socket) -> tuple[int, ...]:
@@ -234,12 +238,15 @@ def _peer_groups(sock: socket.socket) -> tuple[int, ...]:
         return tuple(struct.unpack(f"{count}I", raw[: count * 4]))
 
 
-def _peer_pidfd(sock: socket.socket) -> int | None:
+def _peer_pidfd(sock: socket.socket) -> tuple[int | None, bool]:
+    """(pidfd, whether the peer is known to have exited already)."""
     try:
-        return sock.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD)
+        return sock.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD), False
     except OSError as exc:
-        if exc.errno in (errno.ENOPROTOOPT, errno.EINVAL, errno.ESRCH):
-            return None  # kernel older than 6.5, or the peer already exited
+        if exc.errno == errno.ESRCH:
+            return None, True  # the peer exited between connect and accept
+        if exc.errno in (errno.ENOPROTOOPT, errno.EINVAL):
+            return None, False  # kernel older than 6.5
         raise
 
 

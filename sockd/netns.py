@@ -223,6 +223,9 @@ class Namespaces:
 
     def identify(self, peer: Peer, pid: int | None) -> NsIdentifyReply:
         target = peer.pid if pid is None else pid
+        if pid is None and _caller_exited(peer):
+            # The caller exited and its pid may already name another process.
+            raise NotFound(f"the calling process {target} has exited", field="pid")
         try:
             identity = linux.ns_identity(f"{self.proc}/{target}/ns/net")
             owner = os.stat(f"{self.proc}/{target}").st_uid
@@ -235,8 +238,8 @@ class Namespaces:
                 f"the kernel does not let sockd look at the namespace of process {target}",
                 field="pid",
             ) from exc
-        if pid is None and peer.creds.pidfd is not None and not linux.pidfd_alive(peer.creds.pidfd):
-            # The caller exited and its pid may already name another process.
+        if pid is None and _caller_exited(peer):
+            # It exited while we looked: what we read may be another process's.
             raise NotFound(f"the calling process {target} has exited", field="pid")
         if owner != peer.uid and not self.policy().sees_all_processes(peer):
             raise PermissionDenied(
@@ -337,6 +340,8 @@ class Namespaces:
         gives them nothing they did not already have. Root may attach any.
         """
         target = peer.pid if pid is None else pid
+        if pid is None and _caller_exited(peer):
+            raise NotFound(f"the calling process {target} has exited", field="pid")
         try:
             with linux.PinnedProcess(
                 target, peer.creds.pidfd if pid is None else None, self.proc
@@ -551,6 +556,13 @@ class Namespaces:
             return sorted(pid for pid, _ in inside), 0
         visible = sorted(pid for pid, uid in inside if uid == peer.uid)
         return visible, len(inside) - len(visible)
+
+
+def _caller_exited(peer: Peer) -> bool:
+    """Whether the process that sent the request is gone (its pid may name another one now)."""
+    if peer.creds.exited:
+        return True
+    return peer.creds.pidfd is not None and not linux.pidfd_alive(peer.creds.pidfd)
 
 
 def _is_placeholder(path: str) -> bool:
