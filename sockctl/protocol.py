@@ -332,6 +332,8 @@ class NsDeleteReply:
     """Processes that were still inside (visible to the caller); they keep the namespace alive."""
     hidden_pids: int
     still_alive: bool
+    pinned_mounts: int = 0
+    """Bind mounts of it (often in other mount namespaces) that keep it alive without its name."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

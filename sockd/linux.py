@@ -288,6 +288,34 @@ def processes_in_netns(identity: tuple[int, int], proc: str = "/proc") -> list[t
     return found
 
 
+def netns_mount_holders(identity: tuple[int, int], proc: str = "/proc") -> list[tuple[int, str]]:
+    """Bind mounts of the network namespace ``identity`` in any mount namespace: (pid, mount point).
+
+    A namespace whose name was deleted lives on while such a mount exists (``mount --bind
+    /run/netns/X /elsewhere``, often in another mount namespace, where ours cannot reach). Each mount
+    namespace's ``mountinfo`` is read once, through one of its processes; nsfs mounts show their
+    namespace as the root field ``net:[INODE]``. Processes vanish mid-walk: skipped on purpose.
+    """
+    wanted = f"net:[{identity[1]}]"
+    seen: set[tuple[int, int]] = set()
+    holders: list[tuple[int, str]] = []
+    for pid in pids(proc):
+        try:
+            st = os.stat(f"{proc}/{pid}/ns/mnt")
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            with open(f"{proc}/{pid}/mountinfo", "rb") as mountinfo:
+                lines = mountinfo.read().decode(errors="replace").splitlines()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        for line in lines:
+            fields = line.split(" ")
+            if len(fields) > 4 and fields[3] == wanted and " - nsfs " in line:
+                holders.append((pid, fields[4]))
+    return holders
+
+
 def count_processes_by_netns(proc: str = "/proc") -> dict[tuple[int, int], int]:
     """How many processes sit in each network namespace, keyed by (device, inode). One /proc pass."""
     counts: dict[tuple[int, int], int] = {}
