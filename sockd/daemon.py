@@ -22,6 +22,7 @@ from sockctl.errors import (
 )
 from sockctl.protocol import MAX_MESSAGE, NS_NAME_RULE, OPERATIONS, PROTOCOL_VERSION, to_wire
 from sockctl.schema import request_adapter
+from sockd import linux
 from sockd.config import Config
 from sockd.dispatch import TABLE, Listing
 from sockd.links import Links
@@ -121,6 +122,19 @@ class Daemon:
     def _warn_unknown_groups(self) -> None:
         for name in self.policy.unknown_groups:
             self.log.warning(f"group {name} named in the policy does not exist", SOCKD_GROUP=name)
+        self._warn_descriptors()
+
+    def _warn_descriptors(self) -> None:
+        """Say at start and reload if the limits admit more connections than descriptors allow."""
+        connections = self.config.limits.max_connections
+        needed = 2 * connections + 64  # a socket and a pidfd per connection, and some to work with
+        available = linux.raise_nofile_limit()
+        if needed > available:
+            self.log.warning(
+                f"limits.max_connections = {connections} needs about {needed} file descriptors, "
+                f"but sockd may open {available} (LimitNOFILE=): past that, clients are refused "
+                f"with too_many_connections"
+            )
 
     def handle(self, peer: Peer, data: bytes, fds: list[int]) -> Iterator[bytes]:
         """Answer one request datagram with one or more reply datagrams. Never raises."""

@@ -6,11 +6,13 @@ Operation modules call these functions and never touch ctypes or raw constants. 
 Python 3.11 has no ``os.unshare``/``os.setns`` (3.12 does); the fallback goes through libc.
 """
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
 import fcntl
 import os
+import resource
 import signal
 import socket
 import struct
@@ -116,6 +118,17 @@ def is_namespace_mount(path: str) -> bool:
         return fs_type(path) == NSFS_MAGIC
     except FileNotFoundError:
         return False
+
+
+def raise_nofile_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard one (systemd's default soft limit is 1024, too few
+    for the connections the limits admit); the soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return soft
 
 
 def run_in_thread(fn: Callable[[], _T]) -> _T:

@@ -11,6 +11,7 @@ import array
 import contextlib
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -380,6 +381,63 @@ def test_descriptor_floods_are_refused_and_every_descriptor_closed() -> None:
                 os.close(w)
 
         survives_twice(daemon, abuse)
+
+
+# Out of descriptors ---------------------------------------------------------------------------------------
+
+
+def cpu_ticks(pid: int) -> int:
+    utime, stime = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13]
+    return int(utime) + int(stime)
+
+
+def test_out_of_descriptors_refuses_by_name_without_spinning() -> None:
+    # A daemon whose LimitNOFILE is below what its limits admit. It used to spin on a listener
+    # that stayed readable (accept: EMFILE), at ~70 % of a CPU and 100 000 log lines a second.
+    with hostile_daemon() as daemon:
+        limit = daemon.fd_count() + 30
+        subprocess.run(["prlimit", f"--pid={daemon.proc.pid}", f"--nofile={limit}"], check=True)
+
+        def abuse() -> None:
+            held = [dial(daemon.socket) for _ in range(40)]
+            try:
+                time.sleep(0.5)
+                before, lines = cpu_ticks(daemon.proc.pid), len(daemon.log().splitlines())
+                time.sleep(2.0)
+                assert cpu_ticks(daemon.proc.pid) - before < 20  # < 10 % of a CPU
+                assert len(daemon.log().splitlines()) - lines < 10
+                refused = [json.loads(s.recv(MAX_MESSAGE)) for s in held[-5:]]
+                for reply in refused:
+                    assert reply["error"]["code"] == "too_many_connections", reply
+                    assert "out of file descriptors" in reply["error"]["message"]
+            finally:
+                for sock in held:
+                    sock.close()
+
+        survives_twice(daemon, abuse)
+
+
+@contextlib.contextmanager
+def soft_nofile(limit: int) -> Iterator[None]:
+    """A lower soft RLIMIT_NOFILE for what this process starts meanwhile (systemd's is 1024)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_limits_beyond_the_descriptor_limit_are_reported_at_start() -> None:
+    with soft_nofile(1024), hostile_daemon(max_connections=50_000) as daemon:
+        assert "limits.max_connections = 50000 needs about 100064 file descriptors" in daemon.log()
+        (line,) = [
+            line
+            for line in Path(f"/proc/{daemon.proc.pid}/limits").read_text().splitlines()
+            if line.startswith("Max open files")
+        ]
+        soft, hard = line.split()[3:5]
+        assert soft == hard  # raised from a lower soft limit (systemd's default is 1024)
 
 
 # Connection churn -----------------------------------------------------------------------------------------
