@@ -309,7 +309,7 @@ def netns_mount_holders(identity: tuple[int, int], proc: str = "/proc") -> list[
     namespace's ``mountinfo`` is read once, through one of its processes; nsfs mounts show their
     namespace as the root field ``net:[INODE]``. Processes vanish mid-walk: skipped on purpose.
     """
-    wanted = f"net:[{identity[1]}]"
+    wanted = f" net:[{identity[1]}] ".encode()
     seen: set[tuple[int, int]] = set()
     holders: list[tuple[int, str]] = []
     for pid in pids(proc):
@@ -318,13 +318,15 @@ def netns_mount_holders(identity: tuple[int, int], proc: str = "/proc") -> list[
             if (st.st_dev, st.st_ino) in seen:
                 continue
             with open(f"{proc}/{pid}/mountinfo", "rb") as mountinfo:
-                lines = mountinfo.read().decode(errors="replace").splitlines()
+                data = mountinfo.read()
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
         seen.add((st.st_dev, st.st_ino))
-        for line in lines:
+        if wanted not in data:  # the common case, without splitting thousands of lines
+            continue
+        for line in data.decode(errors="replace").splitlines():
             fields = line.split(" ")
-            if len(fields) > 4 and fields[3] == wanted and " - nsfs " in line:
+            if len(fields) > 4 and f" {fields[3]} ".encode() == wanted and " - nsfs " in line:
                 holders.append((pid, fields[4]))
     return holders
 

@@ -73,9 +73,10 @@ class _Store(Generic[_T]):
     def path(self, key: str) -> Path:
         return self.directory / f"{key}.json"
 
-    def write(self, key: str, data: bytes) -> None:
+    def write(self, key: str, data: bytes, *, mirrored: bool = True) -> None:
         write_atomic(self.path(key), data)
-        write_atomic(self.mirror / f"{key}.json", data)
+        if mirrored:
+            write_atomic(self.mirror / f"{key}.json", data)
 
     def remove(self, key: str) -> None:
         (self.mirror / f"{key}.json").unlink(missing_ok=True)
@@ -133,7 +134,11 @@ class Registry:
         self._store = _Store(self.directory, _parse_namespace, on_corrupt, _lost_namespace)
 
     def write(self, record: Record) -> None:
-        self._store.write(record.name, json.dumps(asdict(record)).encode())
+        # A record still "creating" lives for a millisecond and is rolled back if anything goes
+        # wrong: only finished ones are worth a mirror (it halves the writes of a create).
+        self._store.write(
+            record.name, json.dumps(asdict(record)).encode(), mirrored=record.state == "ready"
+        )
 
     def get(self, name: str) -> Record | None:
         return self._store.get(name)
@@ -236,7 +241,9 @@ class LinkRegistry:
         self._store = _Store(self.directory, _parse_link, on_corrupt, _lost_link)
 
     def write(self, record: LinkRecord) -> None:
-        self._store.write(record.id, json.dumps(asdict(record)).encode())
+        self._store.write(
+            record.id, json.dumps(asdict(record)).encode(), mirrored=record.state == "ready"
+        )
 
     def remove(self, link_id: str) -> None:
         self._store.remove(link_id)
