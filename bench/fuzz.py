@@ -201,7 +201,7 @@ def seeds() -> list[bytes]:
 # Running ----------------------------------------------------------------------------------------
 
 
-def fuzz_worker(corpus: str, inputs: int, max_len: int) -> None:
+def fuzz_worker(corpus: str, inputs: int, max_len: int, crashes: str) -> None:
     """Runs inside a child: libFuzzer exits the process when it is done."""
     import atheris
 
@@ -211,7 +211,11 @@ def fuzz_worker(corpus: str, inputs: int, max_len: int) -> None:
     scratch = tempfile.mkdtemp(prefix="sockd-fuzz-")
     harness = Harness(scratch)
     atheris.Setup(
-        [sys.argv[0], f"-runs={inputs}", f"-max_len={max_len}", "-print_final_stats=1", corpus],
+        [
+            *(sys.argv[0], f"-runs={inputs}", f"-max_len={max_len}", "-print_final_stats=1"),
+            f"-artifact_prefix={crashes}/",  # the crashing input, kept for the report
+            corpus,
+        ],
         harness,
     )
     atheris.Fuzz()
@@ -219,9 +223,10 @@ def fuzz_worker(corpus: str, inputs: int, max_len: int) -> None:
 
 def fuzz_with_atheris(corpus: str, inputs: int, max_len: int) -> tuple[int, int, str]:
     """(inputs run, crashes, libFuzzer's last lines)."""
+    crashes = tempfile.mkdtemp(prefix="sockd-fuzz-crashes-")
     proc = subprocess.run(
         [
-            *(sys.executable, __file__, "--worker", "--corpus", corpus),
+            *(sys.executable, __file__, "--worker", "--corpus", corpus, "--crashes", crashes),
             *("--inputs", str(inputs), "--max-len", str(max_len)),
         ],
         capture_output=True,
@@ -232,6 +237,10 @@ def fuzz_with_atheris(corpus: str, inputs: int, max_len: int) -> tuple[int, int,
     done = re.findall(r"Done (\d+) runs", proc.stderr)
     crashed = proc.returncode != 0 or "Uncaught Python exception" in proc.stderr
     tail = "\n".join(proc.stderr.strip().splitlines()[-40 if crashed else -6 :])
+    if crashed:
+        tail += f"\n(the crashing input is in {crashes})"
+    else:
+        shutil.rmtree(crashes, ignore_errors=True)
     return (int(done[-1]) if done else 0), int(crashed), tail
 
 
@@ -340,9 +349,10 @@ def main() -> None:
     parser.add_argument("--max-len", type=int, default=4096, help="libFuzzer's -max_len")
     parser.add_argument("--output", help="also write the report to this file")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--crashes", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        fuzz_worker(args.corpus, args.inputs, args.max_len)
+        fuzz_worker(args.corpus, args.inputs, args.max_len, args.crashes)
         return
     report, crashes = run(args.inputs, args.corpus, args.max_len)
     print(report)
