@@ -183,7 +183,7 @@ bench-report: test-venv
 test: lint pytest-all-pythons
 
 bench: test-venv
-	@for b in transport cli churn rss; do echo "== bench/$$b.py"; $(TEST_VENV)/bin/python bench/$$b.py || exit 1; done
+	@for b in transport cli churn rss exec; do echo "== bench/$$b.py"; $(TEST_VENV)/bin/python bench/$$b.py || exit 1; done
 
 clean:
 	rm -rf build *.egg-info .mypy_cache .ruff_cache .pytest_cache

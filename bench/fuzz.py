@@ -41,7 +41,10 @@ import tomllib
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sockd.daemon import Message
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -88,6 +91,8 @@ class Harness:
         self.a.setblocking(False)
         self.b.setblocking(False)
         self.pipe = os.pipe()
+        # The connection sessions (ns.exec) read follow-ups from; nothing is sent on it.
+        self.channel, self.channel_peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.runs = 0
 
     def __call__(self, data: bytes) -> None:
@@ -112,19 +117,21 @@ class Harness:
             assert type(error) in ERROR_CLASSES.values(), repr(error)
             assert error.code is not ErrorCode.INTERNAL_ERROR, repr(error)
         elif not OPERATIONS[prepared.op or ""].mutating:
-            self._check_replies(self.daemon.execute(self.root, prepared))
-        self._check_replies(self.daemon.handle(self.stranger, data, []))
+            self._check_replies(self.daemon.execute(self.root, prepared, self.channel))
+        self._check_replies(self.daemon.handle(self.stranger, data, [], self.channel))
         assert len(data) <= MAX_MESSAGE or prepared.error is not None
 
     @staticmethod
-    def _check_replies(replies: Iterator[bytes]) -> None:
+    def _check_replies(replies: "Iterator[Message]") -> None:
+        from sockctl import _wire
         from sockctl.protocol import MAX_MESSAGE, ErrorInfo, from_wire
 
         last: dict[str, Any] = {"more": True}
-        for raw in replies:
+        for message in replies:
             assert last.get("more") is True, "a reply after the last part"
-            assert len(raw) <= MAX_MESSAGE
-            last = json.loads(raw)
+            assert len(message.payload) <= MAX_MESSAGE
+            _wire.close_all(list(message.fds))
+            last = json.loads(message.payload)
             if last["ok"] is not True:
                 error = from_wire(ErrorInfo, last["error"])
                 assert error.code != "internal_error", last
@@ -153,19 +160,21 @@ class Harness:
         _wire.close_all(got)
 
     def reply(self, data: bytes) -> None:
-        from sockctl import Client, SockdError
+        from sockctl import Client, SockdError, _wire
         from sockctl.protocol import OPERATIONS
 
         if not data:
             return
         operation = OPERATIONS[self.ops[data[0] % len(self.ops)]]
+        if operation.follow_ups:
+            return  # a session's replies are read by its handle (Client.exec), not _read_reply
         for datagram in data[1:].split(b"\x1e")[:8]:
             with contextlib.suppress(BlockingIOError):
                 self.a.send(datagram)
         self.a.send(b"")  # an empty datagram reads as the end of the stream
         client = Client("/nonexistent", timeout=1)
         with contextlib.suppress(SockdError):
-            client._read_reply(self.b, operation.reply, operation.item)
+            _wire.close_all(client._read_reply(self.b, operation)[2])
         while True:  # whatever the decoder left unread
             try:
                 self.b.recv(1 << 17)

@@ -9,9 +9,13 @@
             client.ns_create("test")
         except PermissionDenied as exc:
             print(exc)
+        status = client.exec("test", ["ip", "-br", "link"])     # as yourself, inside "test"
+        server = client.open_socket("tcp:0.0.0.0:80", ns="test")  # a socket made inside "test"
 """
 
+from sockctl import oob
 from sockctl._client import Client
+from sockctl._exec import DEVNULL, FORWARDED_SIGNALS, PIPE, NsProcess
 from sockctl.errors import (
     AlreadyExists,
     Busy,
@@ -31,8 +35,11 @@ from sockctl.errors import (
     UnknownOperation,
     UnsupportedVersion,
 )
+from sockctl.oob import recv_until_mark, recv_urgent, send_urgent, sockatmark
 from sockctl.protocol import (
     VERSION,
+    ExecExit,
+    ExecStarted,
     InterfaceInfo,
     LinkEnd,
     LinkInfo,
@@ -43,6 +50,12 @@ from sockctl.protocol import (
     NsPidsResult,
     NsUnlinkReply,
     PingReply,
+    SockCount,
+    SockInfo,
+    SockListResult,
+    SockOpenReply,
+    SockProcess,
+    SockSummaryResult,
     StatusReply,
     WhoAmIReply,
 )
@@ -50,11 +63,16 @@ from sockctl.protocol import (
 __version__ = VERSION
 
 __all__ = [
+    "DEVNULL",
+    "FORWARDED_SIGNALS",
+    "PIPE",
     "AlreadyExists",
     "Busy",
     "Client",
     "DaemonTimeout",
     "DaemonUnavailable",
+    "ExecExit",
+    "ExecStarted",
     "InterfaceInfo",
     "InternalError",
     "InvalidRequest",
@@ -68,12 +86,19 @@ __all__ = [
     "NsIdentifyReply",
     "NsInfo",
     "NsPidsResult",
+    "NsProcess",
     "NsUnlinkReply",
     "PermissionDenied",
     "PingReply",
     "ProtocolError",
     "QuotaExceeded",
     "RequestError",
+    "SockCount",
+    "SockInfo",
+    "SockListResult",
+    "SockOpenReply",
+    "SockProcess",
+    "SockSummaryResult",
     "SockdError",
     "StatusReply",
     "TooManyConnections",
@@ -81,4 +106,9 @@ __all__ = [
     "UnsupportedVersion",
     "WhoAmIReply",
     "__version__",
+    "oob",
+    "recv_until_mark",
+    "recv_urgent",
+    "send_urgent",
+    "sockatmark",
 ]

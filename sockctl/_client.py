@@ -1,29 +1,30 @@
 """The sockctl client: one typed method per operation over one SEQPACKET connection."""
 
+import contextlib
 import errno
+import gc
+import itertools
 import json
 import os
 import socket
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from sockctl import _wire
+from sockctl._reply import decode, error_from, pending_error, read_message
 from sockctl.errors import (
     DaemonTimeout,
     DaemonUnavailable,
     ProtocolError,
-    SockdError,
-    from_info,
 )
 from sockctl.protocol import (
     DEFAULT_SOCKET,
     OPERATIONS,
     PROTOCOL_VERSION,
     SOCKET_ENV,
-    ErrorInfo,
     LinkInfo,
     NsAttachRequest,
     NsCreateRequest,
@@ -41,16 +42,31 @@ from sockctl.protocol import (
     NsShowRequest,
     NsUnlinkReply,
     NsUnlinkRequest,
+    Operation,
     PingReply,
     PingRequest,
+    SockBatch,
+    SockCount,
+    SockFamily,
+    SockInfo,
+    SockKind,
+    SockListRequest,
+    SockListResult,
+    SockStateFilter,
+    SockSummaryRequest,
+    SockSummaryResult,
     StatusReply,
     StatusRequest,
     WhoAmIReply,
     WhoAmIRequest,
     WireTypeError,
-    from_wire,
+    sock_batch_from_wire,
+    sock_batch_rows,
     to_wire,
 )
+
+if TYPE_CHECKING:
+    from sockctl._exec import NsProcess, Stdio
 
 _START_HINT = "is sockd running? `systemctl start sockd.socket`, or run `sockd` as root"
 
@@ -216,18 +232,252 @@ class Client:
         result: NsInfo = self._call(NsSetNsidRequest(name=name, nsid=nsid))
         return result
 
+    # Socket inspection ------------------------------------------------------------------------
+
+    def sock_list(
+        self,
+        *,
+        kinds: Sequence[SockKind] = (),
+        families: Sequence[SockFamily] = (),
+        states: Sequence[SockStateFilter] = (),
+        local_port: int | None = None,
+        remote_port: int | None = None,
+        local_address: str | None = None,
+        remote_address: str | None = None,
+        uid: int | None = None,
+        pid: int | None = None,
+        netns: str | None = None,
+        all_netns: bool = False,
+        processes: bool = True,
+    ) -> tuple[list[SockInfo], SockListResult]:
+        """Sockets of the host's namespace (default), of ``netns``, or of all (``all_netns``).
+
+        Filters work like ss's; empty means all. ``states`` takes ss's names and groups
+        (``"listening"``, ``"connected"``, ...); addresses take an IP or network
+        (``"10.0.0.0/8"``), or for UNIX sockets a name pattern (``"/run/*"``, ``"@name*"``). ::
+
+            with Client() as client:
+                sockets, result = client.sock_list(kinds=["tcp"], states=["listening"])
+                for s in sockets:
+                    print(s.local, s.local_port, [p.name for p in s.processes or []])
+
+        Other users' processes are shown only to root and monitor-group members
+        (``result.process_scope`` says which). Bad filters raise
+        :class:`~sockctl.errors.InvalidRequest` naming the field; an unknown namespace
+        :class:`~sockctl.errors.NotFound`.
+        """
+        with _gc_paused():
+            batches, result = self.sock_batches(
+                kinds=kinds,
+                families=families,
+                states=states,
+                local_port=local_port,
+                remote_port=remote_port,
+                local_address=local_address,
+                remote_address=remote_address,
+                uid=uid,
+                pid=pid,
+                netns=netns,
+                all_netns=all_netns,
+                processes=processes,
+            )
+            rows = list(itertools.chain.from_iterable(map(sock_batch_rows, batches)))
+        return rows, result
+
+    def sock_batches(
+        self,
+        *,
+        kinds: Sequence[SockKind] = (),
+        families: Sequence[SockFamily] = (),
+        states: Sequence[SockStateFilter] = (),
+        local_port: int | None = None,
+        remote_port: int | None = None,
+        local_address: str | None = None,
+        remote_address: str | None = None,
+        uid: int | None = None,
+        pid: int | None = None,
+        netns: str | None = None,
+        all_netns: bool = False,
+        processes: bool = True,
+    ) -> tuple[list[SockBatch], SockListResult]:
+        """:meth:`sock_list`'s sockets as the daemon sends them: columns, a few hundred per batch.
+
+        For programs that aggregate many sockets (counting per port, exporting metrics): no object
+        per socket is built, which halves the time of a 100 000-socket listing.
+        ``protocol.sock_batch_rows(batch)`` turns a batch into :class:`SockInfo` rows.
+        """
+        request = SockListRequest(
+            kinds=list(kinds),
+            families=list(families),
+            states=list(states),
+            local_port=local_port,
+            remote_port=remote_port,
+            local_address=local_address,
+            remote_address=remote_address,
+            uid=uid,
+            pid=pid,
+            netns=netns,
+            all_netns=all_netns,
+            processes=processes,
+        )
+        with _gc_paused():
+            items, result = self._listing(request, _sock_batches)
+        return items, result
+
+    def sock_summary(
+        self,
+        *,
+        kinds: Sequence[SockKind] = (),
+        families: Sequence[SockFamily] = (),
+        netns: str | None = None,
+        all_netns: bool = False,
+    ) -> tuple[list[SockCount], SockSummaryResult]:
+        """Socket counts per namespace, kind, family and state, like ``ss -s``."""
+        request = SockSummaryRequest(
+            kinds=list(kinds), families=list(families), netns=netns, all_netns=all_netns
+        )
+        items, result = self._listing(request)
+        return items, result
+
+    # Acting inside namespaces as yourself (issue 5) ----------------------------------------------
+
+    def popen(
+        self,
+        name: str,
+        argv: Iterable[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        stdin: "Stdio" = None,
+        stdout: "Stdio" = None,
+        stderr: "Stdio" = None,
+    ) -> "NsProcess":
+        """Start ``argv`` inside namespace ``name`` as yourself; returns a Popen-like handle.
+
+        ::
+
+            with client.popen("test", ["ip", "-br", "addr"], stdout=sockctl.PIPE) as proc:
+                out, _ = proc.communicate()
+
+        The command runs with your uid, gid and groups and no capabilities, in the namespace's
+        environment as ``ip netns exec`` builds it (/etc/netns/NAME over /etc, its own /sys).
+        ``env`` defaults to this process's environment (variables that are not valid UTF-8 are
+        left out: the wire is JSON), ``cwd`` to its working directory (which must be one you may
+        enter), the umask to this process's. ``stdin``/``stdout``/``stderr``:
+        None inherits this process's, :data:`PIPE` makes a pipe, :data:`DEVNULL` /dev/null, or a
+        file object or descriptor. The handle uses a connection of its own; closing it (or this
+        process dying) kills the command. Raises :class:`~sockctl.errors.PermissionDenied` for a
+        namespace you may not enter or a directory you cannot enter, and
+        :class:`~sockctl.errors.NotFound` for a missing namespace or command.
+        """
+        proc = self._exec_handle(argv)
+        try:
+            proc.launch(name, env=env, cwd=cwd, stdio=(stdin, stdout, stderr))
+        except BaseException:
+            proc.close()
+            raise
+        return proc
+
+    def exec(
+        self,
+        name: str,
+        argv: Iterable[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        stdin: "Stdio" = None,
+        stdout: "Stdio" = None,
+        stderr: "Stdio" = None,
+        forward_signals: Iterable[int] = (),
+    ) -> int:
+        """Run ``argv`` inside namespace ``name`` as yourself and wait; returns its returncode.
+
+        ::
+
+            status = client.exec("test", ["ping", "-c1", "10.0.0.2"])
+
+        Like :attr:`subprocess.Popen.returncode`: the exit code, or ``-N`` after a death by signal N.
+        ``forward_signals`` (e.g. :data:`FORWARDED_SIGNALS`) are passed on to the command while it
+        runs (only from the main thread). Other arguments as for :meth:`popen`.
+        """
+        # Forwarding starts before the request goes out: a Ctrl-C at any moment reaches the command.
+        with self._exec_handle(argv) as proc, proc.forwarding(forward_signals):
+            proc.launch(name, env=env, cwd=cwd, stdio=(stdin, stdout, stderr))
+            return proc.wait()
+
+    def _exec_handle(self, argv: Iterable[str]) -> "NsProcess":
+        from sockctl._exec import NsProcess  # only commands that run things pay for subprocess
+
+        return NsProcess(_connect_socket(self.socket_path, self.timeout), list(argv), self.timeout)
+
+    def open_socket(
+        self,
+        address: str,
+        *,
+        ns: str | None = None,
+        backlog: int | None = 128,
+        reuseaddr: bool = True,
+        reuseport: bool = False,
+        v6only: bool | None = None,
+    ) -> socket.socket:
+        """A socket made inside namespace ``ns`` (None: the host's), bound to ``address``.
+
+        ::
+
+            server = client.open_socket("tcp:0.0.0.0:80", ns="test")   # listening
+            udp = client.open_socket("udp:[::]:53", ns="test")
+            outbound = client.open_socket("tcp", ns="test")            # unbound, to connect()
+
+        ``address`` is ``tcp:HOST:PORT``, ``udp:HOST:PORT`` (HOST an IP address, IPv6 in brackets),
+        ``tcp``/``udp``/``tcp6``/``udp6`` for an unbound socket, or ``unix:/path``, ``unix:@name``,
+        ``unix-dgram:...``, ``unix-seqpacket:...``. Stream sockets listen with ``backlog`` (None:
+        do not listen); ``reuseaddr`` applies to inet sockets. Any port is allowed in a namespace
+        you may enter; in the host, ports below 1024 only as the daemon's policy grants.
+        """
+        from sockctl import _address  # ipaddress is not needed by other commands
+
+        request = _address.parse(address).request(
+            ns=ns, backlog=backlog, reuseaddr=reuseaddr, reuseport=reuseport, v6only=v6only
+        )
+        result, fds = self._call_with_fds(request)
+        try:
+            if not 0 <= result.fd < len(fds):
+                raise ProtocolError("sockd did not send the socket it described")
+            sock = socket.socket(fileno=fds.pop(result.fd))
+        finally:
+            _wire.close_all(fds)
+        try:
+            _address.finish(sock, result, backlog)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
     # Transport --------------------------------------------------------------------------------
 
     def _call(self, request: Any) -> Any:
-        items, result = self._exchange(request)
+        items, result, _ = self._exchange(request)
         if items:
             raise ProtocolError(f"{request.op}: unexpected listing in reply")
         return result
 
-    def _listing(self, request: Any) -> tuple[list[Any], Any]:
-        return self._exchange(request)
+    def _call_with_fds(self, request: Any) -> tuple[Any, list[int]]:
+        """A plain call whose reply carries descriptors; the caller owns them."""
+        items, result, fds = self._exchange(request)
+        if items:
+            _wire.close_all(fds)
+            raise ProtocolError(f"{request.op}: unexpected listing in reply")
+        return result, fds
 
-    def _exchange(self, request: Any) -> tuple[list[Any], Any]:
+    def _listing(
+        self, request: Any, decode_items: Callable[[list[Any]], Iterable[Any]] | None = None
+    ) -> tuple[list[Any], Any]:
+        items, result, _ = self._exchange(request, decode_items)
+        return items, result
+
+    def _exchange(
+        self, request: Any, decode_items: Callable[[list[Any]], Iterable[Any]] | None = None
+    ) -> tuple[list[Any], Any, list[int]]:
         operation = OPERATIONS[request.op]
         payload = json.dumps({"proto": PROTOCOL_VERSION, **to_wire(request)}).encode()
         with self._lock:
@@ -238,7 +488,7 @@ class Client:
             except (BrokenPipeError, ConnectionResetError) as exc:
                 if fresh:
                     # Refused at accept (a connection limit): the reason is waiting to be read.
-                    refusal = _pending_error(sock)
+                    refusal = pending_error(sock)
                     self._drop()
                     raise refusal or DaemonUnavailable(
                         f"sockd closed the connection: {exc}"
@@ -256,7 +506,7 @@ class Client:
                 self._drop()
                 raise DaemonUnavailable(f"cannot send to sockd: {exc}") from exc
             try:
-                return self._read_reply(sock, operation.reply, operation.item)
+                return self._read_reply(sock, operation, decode_items)
             except BaseException:
                 # Whatever went wrong, the stream position is unknown now: start afresh next time.
                 self._drop()
@@ -270,72 +520,84 @@ class Client:
             raise DaemonUnavailable(f"cannot send to sockd: {exc}") from exc
 
     def _read_reply(
-        self, sock: socket.socket, reply_type: Any, item_type: Any
-    ) -> tuple[list[Any], Any]:
+        self,
+        sock: socket.socket,
+        operation: Operation,
+        decode_items: Callable[[list[Any]], Iterable[Any]] | None = None,
+    ) -> tuple[list[Any], Any, list[int]]:
+        """Read one reply: its items, its result, and the descriptors it carried (if the
+        operation gives any). ``decode_items`` turns each message's raw items into what the caller
+        returns, where the generic per-item decoding would be too slow or the items are batches."""
         items: list[Any] = []
-        for message in self._messages(sock):
-            if message.get("ok") is not True:
-                raise _error_from(message)
-            raw_items = message.get("items", [])
-            if not isinstance(raw_items, list) or (raw_items and item_type is None):
-                raise ProtocolError("sockd sent items that break the contract")
-            items.extend(_decode(item_type, raw) for raw in raw_items)
-            if not message.get("more"):
-                raw_result = message.get("result")
-                # A summary this client has no type for comes from a newer daemon: ignore it.
-                if raw_result is None or reply_type is None:
-                    return items, None
-                return items, _decode(reply_type, raw_result)
+        kept: list[int] = []
+        with contextlib.ExitStack() as on_error:
+            on_error.callback(_wire.close_all, kept)
+            for message, fds in self._messages(sock):
+                if operation.gives_fds:
+                    kept.extend(fds)
+                else:
+                    _wire.close_all(fds)  # not the contract: never keep what we did not ask for
+                if message.get("ok") is not True:
+                    raise error_from(message)
+                raw_items = message.get("items", [])
+                if not isinstance(raw_items, list) or (raw_items and operation.item is None):
+                    raise ProtocolError("sockd sent items that break the contract")
+                if decode_items is None:
+                    items.extend(decode(operation.item, raw) for raw in raw_items)
+                else:
+                    try:
+                        items.extend(decode_items(raw_items))
+                    except WireTypeError as exc:
+                        raise ProtocolError(
+                            f"sockd sent a reply that breaks the contract: {exc}"
+                        ) from exc
+                if not message.get("more"):
+                    raw_result = message.get("result")
+                    # A summary this client has no type for comes from a newer daemon: ignore it.
+                    result = (
+                        None
+                        if raw_result is None or operation.reply is None
+                        else decode(operation.reply, raw_result)
+                    )
+                    on_error.pop_all()
+                    return items, result, kept
         raise DaemonUnavailable("sockd closed the connection before answering")
 
-    def _messages(self, sock: socket.socket) -> Iterator[dict[str, Any]]:
+    def _messages(self, sock: socket.socket) -> Iterator[tuple[dict[str, Any], list[int]]]:
         while True:
-            try:
-                data, fds = _wire.recv(sock)
-            except TimeoutError as exc:
-                raise DaemonTimeout(f"sockd did not answer within {self.timeout} s") from exc
-            except SockdError:
-                raise
-            except ConnectionResetError as exc:
-                refusal = _pending_error(sock)
-                raise refusal or DaemonUnavailable(f"lost the connection to sockd: {exc}") from exc
-            except OSError as exc:
-                raise DaemonUnavailable(f"lost the connection to sockd: {exc}") from exc
-            _wire.close_all(fds)  # no operation of this protocol version returns descriptors yet
-            if not data:
+            message, fds = read_message(sock, self.timeout)
+            if message is None:
+                _wire.close_all(fds)  # sent with an empty datagram, which reads as hang-up
                 return
-            try:
-                message = json.loads(data)
-            except ValueError as exc:
-                raise ProtocolError(f"sockd sent a reply that is not JSON: {exc}") from exc
-            if not isinstance(message, dict):
-                raise ProtocolError("sockd sent a reply that is not a JSON object")
-            yield message
+            yield message, fds
 
     def _connect(self) -> socket.socket:
-        if self._sock is not None:
-            return self._sock
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-        try:
-            # A blocking connect waits for room in the daemon's listen backlog (a burst of clients),
-            # bounded by SO_SNDTIMEO; a non-blocking one would fail at once with EAGAIN.
-            if self.timeout is not None:
-                seconds = max(self.timeout, 0.001)  # a zero timeval would mean "wait forever"
-                whole = int(seconds)
-                timeval = struct.pack("ll", whole, int((seconds - whole) * 1e6))
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
-            sock.connect(self.socket_path)
-            sock.settimeout(self.timeout)
-        except BaseException as exc:
-            sock.close()
-            raise _connect_error(self.socket_path, exc) from exc
-        self._sock = sock
-        return sock
+        if self._sock is None:
+            self._sock = _connect_socket(self.socket_path, self.timeout)
+        return self._sock
 
     def _drop(self) -> None:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+def _connect_socket(path: str, timeout: float | None) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    try:
+        # A blocking connect waits for room in the daemon's listen backlog (a burst of clients),
+        # bounded by SO_SNDTIMEO; a non-blocking one would fail at once with EAGAIN.
+        if timeout is not None:
+            seconds = max(timeout, 0.001)  # a zero timeval would mean "wait forever"
+            whole = int(seconds)
+            timeval = struct.pack("ll", whole, int((seconds - whole) * 1e6))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+        sock.connect(path)
+        sock.settimeout(timeout)
+    except BaseException as exc:
+        sock.close()
+        raise _connect_error(path, exc) from exc
+    return sock
 
 
 def _connect_error(path: str, exc: BaseException) -> BaseException:
@@ -356,39 +618,22 @@ def _connect_error(path: str, exc: BaseException) -> BaseException:
     return exc
 
 
-def _pending_error(sock: socket.socket) -> SockdError | None:
-    """An error reply already queued on a connection the daemon closed, if there is one.
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a large listing is decoded.
 
-    The kernel reports ECONNRESET once (the daemon closed with our request unread) before it hands
-    out what is still queued, hence the second attempt.
+    A listing builds ~100 000 SockInfo objects that all stay alive; the collector would walk the
+    growing heap again and again (measured: a third of the decoding time). Nothing cyclic is made
+    here, so nothing is left for it to find; its previous state is restored.
     """
-    for _ in range(2):
-        try:
-            data = sock.recv(65536, socket.MSG_DONTWAIT)
-        except ConnectionResetError:
-            continue
-        except OSError:
-            return None
-        try:
-            message = json.loads(data)
-        except ValueError:
-            return None
-        if isinstance(message, dict) and not message.get("ok", True):
-            return _error_from(message)
-        return None
-    return None
-
-
-def _decode(tp: Any, raw: Any) -> Any:
+    enabled = gc.isenabled()
+    gc.disable()
     try:
-        return from_wire(tp, raw)
-    except (WireTypeError, KeyError) as exc:
-        raise ProtocolError(f"sockd sent a reply that breaks the contract: {exc}") from exc
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
-def _error_from(message: dict[str, Any]) -> SockdError:
-    try:
-        info: ErrorInfo = from_wire(ErrorInfo, message.get("error"))
-    except (WireTypeError, KeyError) as exc:
-        return ProtocolError(f"sockd sent an error reply that breaks the contract: {exc}")
-    return from_info(info)
+def _sock_batches(batches: list[Any]) -> Iterable[SockBatch]:
+    return map(sock_batch_from_wire, batches)

@@ -17,6 +17,8 @@ import click
 from sockctl.protocol import VERSION, InterfaceInfo, LinkEnd, to_wire
 
 if TYPE_CHECKING:
+    import socket
+
     from click.shell_completion import CompletionItem
 
     from sockctl._client import Client
@@ -444,6 +446,345 @@ def _end(end: LinkEnd) -> str:
 def _state(up: bool, state: str) -> str:
     """The operational state, or "down" for an interface nobody brought up."""
     return state if up or state == "absent" else "down"
+
+
+# Acting inside namespaces as yourself (issue 5) ----------------------------------------------------
+
+# Options come before NAME/ADDRESS; everything after is the command, "--" or not (like `ip netns exec`).
+_COMMAND_SETTINGS = {"allow_interspersed_args": False, "ignore_unknown_options": True}
+
+
+def _command(words: tuple[str, ...]) -> list[str]:
+    return list(words[1:] if words[:1] == ("--",) else words)
+
+
+@ns.command("exec", context_settings=_COMMAND_SETTINGS)
+@click.option(
+    "--cwd",
+    metavar="DIR",
+    help="Working directory of the command (default: the current one; you must be able to enter it).",
+)
+@click.option(
+    "--env",
+    "-e",
+    "env_pairs",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Set a variable for the command (repeatable).",
+)
+@click.option("--clear-env", is_flag=True, help="Start from an empty environment instead of yours.")
+@NS_NAME
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@pass_state
+def ns_exec(
+    state: State,
+    cwd: str | None,
+    env_pairs: tuple[str, ...],
+    clear_env: bool,
+    name: str,
+    command: tuple[str, ...],
+) -> None:
+    """Run COMMAND inside the namespace NAME as yourself: `ip netns exec` without sudo.
+
+    sockctl ns exec [OPTIONS] NAME -- COMMAND [ARGS]...
+
+    COMMAND runs with your uid, gid and groups and no capabilities, with NAME's /etc/netns files
+    over /etc, your environment, working directory and stdin/stdout/stderr; argv only, no shell.
+    sockctl exits with its status (128+N if it died of signal N). Ctrl-C, SIGTERM, SIGHUP, SIGQUIT
+    and SIGUSR1/2 are passed on to it; if sockctl is killed, so is COMMAND. Only the namespace's
+    owner (or root, or a member of policy.exec_groups) may do this.
+    """
+    import os
+
+    from sockctl._exec import FORWARDED_SIGNALS
+
+    env = {} if clear_env else dict(os.environ)
+    for pair in env_pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not NAME=VALUE", param_hint="--env")
+        env[key] = value
+    argv = _command(command)
+    if not argv:
+        raise click.UsageError("name the command to run after --")
+    returncode = state.client.exec(name, argv, env=env, cwd=cwd, forward_signals=FORWARDED_SIGNALS)
+    sys.exit(returncode if returncode >= 0 else 128 - returncode)
+
+
+# Socket inspection (sock list, sock summary) --------------------------------------------------------
+
+_STATE_CHOICES = [
+    "established", "syn-sent", "syn-recv", "fin-wait-1", "fin-wait-2", "time-wait", "closed",
+    "close-wait", "last-ack", "listening", "closing", "all", "connected", "synchronized", "bucket",
+    "big", "listen",
+]  # fmt: skip
+# protocol.SockStateFilter, spelled out: importing typing.get_args here would cost start-up.
+
+
+@cli.group()
+def sock() -> None:
+    """Sockets: list them like ss (any namespace), or get one made by sockd (sock open)."""
+
+
+def _kind_options(fn: F) -> F:
+    for option in reversed(
+        [
+            click.option("-t", "--tcp", "kinds", flag_value="tcp", multiple=True, help="TCP."),
+            click.option("-u", "--udp", "kinds", flag_value="udp", multiple=True, help="UDP."),
+            click.option("-w", "--raw", "kinds", flag_value="raw", multiple=True, help="RAW."),
+            click.option("-x", "--unix", "kinds", flag_value="unix", multiple=True, help="UNIX."),
+            click.option(
+                "-4", "--ipv4", "families", flag_value="inet", multiple=True, help="IPv4 only."
+            ),
+            click.option(
+                "-6", "--ipv6", "families", flag_value="inet6", multiple=True, help="IPv6 only."
+            ),
+            click.option(
+                "-N",
+                "--netns",
+                metavar="NAME",
+                shell_complete=_complete_ns,
+                help="A named namespace instead of the host's.",
+            ),
+            click.option(
+                "--all-netns",
+                is_flag=True,
+                help="The host's namespace and every named one, rows tagged with their name.",
+            ),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+@sock.command("list")
+@_kind_options
+@click.option("-l", "--listening", is_flag=True, help="Listening sockets (state listening).")
+@click.option(
+    "-s",
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice(_STATE_CHOICES),
+    metavar="STATE",
+    help="ss's state names and groups (established, listening, connected, ...); repeatable.",
+)
+@click.option("--sport", "--local-port", "local_port", type=int, help="Local port.")
+@click.option("--dport", "--remote-port", "remote_port", type=int, help="Remote port.")
+@click.option(
+    "--src",
+    "--local-address",
+    "local_address",
+    metavar="ADDR",
+    help="Local IP or network (10.0.0.0/8, ::1), or UNIX name pattern (/run/*, @name*).",
+)
+@click.option(
+    "--dst", "--remote-address", "remote_address", metavar="ADDR", help="Remote IP or network."
+)
+@click.option("--uid", type=int, help="Sockets owned by this uid.")
+@click.option("--pid", type=int, help="Sockets held by this process.")
+@click.option("--no-processes", is_flag=True, help="Skip process attribution (faster).")
+@json_option
+@pass_state
+def sock_list(
+    state: State,
+    kinds: tuple[str, ...],
+    families: tuple[str, ...],
+    netns: str | None,
+    all_netns: bool,
+    listening: bool,
+    states: tuple[str, ...],
+    local_port: int | None,
+    remote_port: int | None,
+    local_address: str | None,
+    remote_address: str | None,
+    uid: int | None,
+    pid: int | None,
+    no_processes: bool,
+) -> None:
+    """List sockets like `ss -tuwxanp`: every kind and state unless filtered.
+
+    Addresses of all sockets are shown to everyone; processes of other users only to root and
+    members of the monitor group (see `sockctl whoami`). Rows of named namespaces are tagged
+    with --all-netns.
+    """
+    batches, result = state.client.sock_batches(
+        kinds=kinds,  # type: ignore[arg-type]
+        families=families,  # type: ignore[arg-type]
+        states=[*states, *(["listening"] if listening else [])],  # type: ignore[list-item]
+        local_port=local_port,
+        remote_port=remote_port,
+        local_address=local_address,
+        remote_address=remote_address,
+        uid=uid,
+        pid=pid,
+        netns=netns,
+        all_netns=all_netns,
+        processes=not no_processes,
+    )
+    if state.json:
+        from sockctl.protocol import sock_batch_rows
+
+        sockets = [to_wire(row) for batch in batches for row in sock_batch_rows(batch)]
+        click.echo(json.dumps({"sockets": sockets, "result": to_wire(result)}))
+        return
+    from sockctl._socktable import sock_table
+
+    click.echo(sock_table(batches, show_netns=all_netns, show_processes=not no_processes))
+    # Notes go to stderr: the table on stdout stays one header line plus one line per socket.
+    if result.proc_fallback:
+        click.echo(
+            f"sockctl: read from /proc/net: {', '.join(result.proc_fallback)} (no sock_diag "
+            f"support for them in this kernel; ss does the same)",
+            err=True,
+        )
+    if result.process_scope == "own":
+        click.echo("sockctl: processes of other users hidden (see `sockctl whoami`)", err=True)
+
+
+@sock.command("summary")
+@_kind_options
+@click.option(
+    "--prometheus",
+    is_flag=True,
+    help="Print the Prometheus text format (gauge sockd_sockets{netns,kind,family,state}).",
+)
+@json_option
+@pass_state
+def sock_summary(
+    state: State,
+    kinds: tuple[str, ...],
+    families: tuple[str, ...],
+    netns: str | None,
+    all_netns: bool,
+    prometheus: bool,
+) -> None:
+    """Count sockets per namespace, kind, family and state, like `ss -s`.
+
+    --prometheus prints the counts for a node_exporter textfile collector or a scrape wrapper.
+    """
+    counts, result = state.client.sock_summary(
+        kinds=kinds,  # type: ignore[arg-type]
+        families=families,  # type: ignore[arg-type]
+        netns=netns,
+        all_netns=all_netns,
+    )
+    from sockctl._socktable import prometheus_text, summary_text
+
+    if prometheus:
+        click.echo(prometheus_text(counts), nl=False)
+        return
+    payload = {"counts": counts, "result": result}
+    _emit(state, payload, lambda: summary_text(counts, result.namespaces))
+
+
+def _check_fd_name(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    from sockctl._activation import valid_fd_name
+
+    if not valid_fd_name(value):
+        raise click.BadParameter("1-255 printable ASCII characters without ':'")
+    return value
+
+
+@sock.command("open", context_settings=_COMMAND_SETTINGS)
+@click.option(
+    "--ns", "ns_name", metavar="NAME", help="Namespace to make it in (default: the host)."
+)
+@click.option(
+    "--backlog",
+    type=click.IntRange(0, 65535),
+    default=128,
+    show_default=True,
+    help="Listen queue of a stream socket.",
+)
+@click.option("--no-listen", is_flag=True, help="Bind only; do not listen.")
+@click.option(
+    "--reuseaddr/--no-reuseaddr", default=True, show_default=True, help="SO_REUSEADDR (inet)."
+)
+@click.option("--reuseport", is_flag=True, help="SO_REUSEPORT.")
+@click.option("--v6only/--no-v6only", default=None, help="IPV6_V6ONLY (default: the kernel's).")
+@click.option(
+    "--fd-name",
+    default="sockctl",
+    show_default=True,
+    callback=_check_fd_name,
+    help="LISTEN_FDNAMES given to COMMAND.",
+)
+@json_option
+@click.argument("address")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@pass_state
+def sock_open(
+    state: State,
+    ns_name: str | None,
+    backlog: int,
+    no_listen: bool,
+    reuseaddr: bool,
+    reuseport: bool,
+    v6only: bool | None,
+    fd_name: str,
+    address: str,
+    command: tuple[str, ...],
+) -> None:
+    """Get a socket made by sockd in a namespace (or the host), bound to ADDRESS.
+
+    sockctl sock open [OPTIONS] ADDRESS [-- COMMAND [ARGS]...]
+
+    ADDRESS is tcp:HOST:PORT or udp:HOST:PORT (IPv6 in brackets: tcp:[::]:80), unix:/path,
+    unix:@name, unix-dgram:..., unix-seqpacket:..., or tcp/udp/tcp6/udp6 alone for an unbound
+    socket. Any port is allowed in a namespace you own; ports below 1024 of the host only as the
+    policy grants.
+
+    With a COMMAND, sockctl becomes COMMAND with the socket as fd 3 and LISTEN_FDS=1, LISTEN_PID,
+    LISTEN_FDNAMES set (systemd socket activation), so socket-activated servers work unchanged.
+    Without, it prints what it got and closes it.
+    """
+    sock = state.client.open_socket(
+        address,
+        ns=ns_name,
+        backlog=None if no_listen else backlog,
+        reuseaddr=reuseaddr,
+        reuseport=reuseport,
+        v6only=v6only,
+    )
+    argv = _command(command)
+    if argv:
+        from sockctl._activation import exec_with_socket
+
+        try:
+            exec_with_socket(argv, sock, fd_name)
+        except OSError as exc:
+            click.echo(f"sockctl: cannot run {argv[0]}: {exc.strerror}", err=True)
+            sys.exit(127 if isinstance(exc, FileNotFoundError) else 126)
+    with sock:
+        info = _socket_info(sock, ns_name)
+    _emit(
+        state,
+        info,
+        lambda: (
+            f"{info['kind']} {info['address']} in {ns_name or 'the host'}"
+            + (" (listening)" if info["listening"] else "")
+            + "; closed, as no command was given"
+        ),
+    )
+
+
+def _socket_info(sock: "socket.socket", ns_name: str | None) -> dict[str, Any]:
+    import socket
+
+    name = sock.getsockname()
+    if sock.family == socket.AF_UNIX:
+        kind = {socket.SOCK_STREAM: "unix", socket.SOCK_DGRAM: "unix-dgram"}.get(
+            sock.type, "unix-seqpacket"
+        )
+        where = "@" + name[1:].decode(errors="replace") if isinstance(name, bytes) else name
+        address = where or "(unbound)"
+    else:
+        kind = "tcp" if sock.type == socket.SOCK_STREAM else "udp"
+        host = f"[{name[0]}]" if sock.family == socket.AF_INET6 else name[0]
+        address = f"{host}:{name[1]}"
+    listening = bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+    return {"ns": ns_name, "kind": kind, "address": address, "listening": listening}
 
 
 # Rendering -----------------------------------------------------------------------------------------

@@ -18,6 +18,16 @@ A reply is one or more datagrams, answering the requests of a connection in orde
 Listings (``OPERATIONS[op].item`` is set) stream their items over as many messages as they need, each at
 most ``MAX_MESSAGE`` bytes, so neither side holds a whole large result in one buffer.
 
+Sessions (``OPERATIONS[op].follow_ups`` is not empty; ``ns.exec``) use the listing envelope for events:
+each event is one ``{"ok": true, "more": true, "items": [event]}`` message sent when it happens, and the
+last message carries the final result. While a session runs, the client may send the follow-up requests
+the operation names (``exec.signal``) on the same connection; they get no answer of their own, and any
+other request ends the session with an error. Closing the connection ends the session (``ns.exec``
+kills the command). A client uses one connection per session.
+
+Replies of operations with ``gives_fds`` carry descriptors as SCM_RIGHTS in the message, referred to by
+index in the result (``SockOpenReply.fd``).
+
 The types here are standard-library dataclasses on purpose: the daemon validates requests with pydantic
 (strict, extra fields forbidden) and exports the JSON Schema from the same classes, while the client and
 CLI never import pydantic, whose import and first model build cost ~85 ms of start-up (measured; the
@@ -27,6 +37,7 @@ CLI's whole-command budget is 120 ms). ``Constraint`` carries the bounds pydanti
 import dataclasses
 import enum
 import functools
+import itertools
 import types
 import typing
 from collections.abc import Callable
@@ -250,6 +261,188 @@ class NsSetNsidRequest(RequestBase):
     nsid: Nsid | None = None
 
 
+# Socket inspection (sock.list, sock.summary) -------------------------------------------------------
+
+SockKind = Literal["tcp", "udp", "raw", "unix"]
+SockFamily = Literal["inet", "inet6"]
+
+SOCK_STATES = (
+    "established",
+    "syn-sent",
+    "syn-recv",
+    "fin-wait-1",
+    "fin-wait-2",
+    "time-wait",
+    "closed",
+    "close-wait",
+    "last-ack",
+    "listening",
+    "closing",
+)
+"""Socket states by ss's names. UDP/RAW sockets are ``closed`` when unconnected (ss: UNCONN),
+``established`` when connected; UNIX sockets use ``listening``, ``established``, ``syn-sent``
+(connecting) and ``closed``."""
+
+_CONNECTED = tuple(s for s in SOCK_STATES if s not in ("listening", "closed"))
+SOCK_STATE_GROUPS: dict[str, tuple[str, ...]] = {
+    "all": SOCK_STATES,
+    "connected": _CONNECTED,
+    "synchronized": tuple(s for s in _CONNECTED if s != "syn-sent"),
+    "bucket": ("syn-recv", "time-wait"),
+    "big": tuple(s for s in SOCK_STATES if s not in ("syn-recv", "time-wait")),
+    "listen": ("listening",),
+}
+"""ss's state groups (``ss state connected``), plus ``listen`` as a short alias of ``listening``."""
+
+SockStateFilter = Literal[
+    "established",
+    "syn-sent",
+    "syn-recv",
+    "fin-wait-1",
+    "fin-wait-2",
+    "time-wait",
+    "closed",
+    "close-wait",
+    "last-ack",
+    "listening",
+    "closing",
+    "all",
+    "connected",
+    "synchronized",
+    "bucket",
+    "big",
+    "listen",
+]
+Port = Annotated[int, Constraint(ge=0, le=65535)]
+Uid = Annotated[int, Constraint(ge=0, le=4294967294)]
+SockAddress = Annotated[str, Constraint(min_length=1, max_length=256)]
+"""An IPv4/IPv6 address or network (``10.0.0.0/8``, ``::1``), or for UNIX sockets a name pattern:
+``/run/*.sock``, ``@abstract*`` (shell wildcards)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SockListRequest(RequestBase):
+    """Sockets of the host's namespace, of a named one, or of all of them (``all_netns``), like ss.
+
+    Empty lists mean "all": every kind (tcp, udp, raw, unix), both IP families, every state. A row
+    is listed when it passes every filter given; port and IP filters match only TCP/UDP/RAW rows,
+    name patterns only UNIX rows. ``processes`` adds the holders of each socket (pid, name, fd), as
+    far as policy lets the caller see them; ``pid`` keeps only sockets that process holds.
+    """
+
+    op: Literal["sock.list"] = "sock.list"
+    kinds: list[SockKind] = dataclasses.field(default_factory=list)
+    families: list[SockFamily] = dataclasses.field(default_factory=list)
+    states: list[SockStateFilter] = dataclasses.field(default_factory=list)
+    local_port: Port | None = None
+    remote_port: Port | None = None
+    local_address: SockAddress | None = None
+    remote_address: SockAddress | None = None
+    uid: Uid | None = None
+    pid: Pid | None = None
+    netns: NsName | None = None
+    """A named namespace; None: the host's (the daemon's own)."""
+    all_netns: bool = False
+    """The host's namespace and every named one; rows carry ``netns``."""
+    processes: bool = True
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SockSummaryRequest(RequestBase):
+    """Socket counts per namespace, kind, family and state, like ``ss -s``."""
+
+    op: Literal["sock.summary"] = "sock.summary"
+    kinds: list[SockKind] = dataclasses.field(default_factory=list)
+    families: list[SockFamily] = dataclasses.field(default_factory=list)
+    netns: NsName | None = None
+    all_netns: bool = False
+
+
+# Acting inside a namespace as the caller: ns.exec, exec.signal, sock.open ---------------------------
+
+FdIndex = Annotated[int, Constraint(ge=0, le=MAX_FDS - 1)]
+"""Index of a descriptor in the SCM_RIGHTS array of the same message."""
+
+MAX_ARGV = 1024
+MAX_ENV = 1024
+NO_NUL = r"^[^\x00]*$"
+Arg = Annotated[str, Constraint(pattern=NO_NUL)]
+EnvName = Annotated[str, Constraint(min_length=1, max_length=4096, pattern=r"^[^=\x00]+$")]
+AbsolutePath = Annotated[str, Constraint(min_length=1, max_length=4096, pattern=r"^/[^\x00]*$")]
+Signal = Annotated[int, Constraint(ge=1, le=64)]
+Backlog = Annotated[int, Constraint(ge=0, le=65535)]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NsExecRequest(RequestBase):
+    """Run ``argv`` inside the named namespace as the caller (uid, gid and groups from the kernel).
+
+    The command gets the environment of ``ip netns exec NAME`` (its own mount namespace, a fresh /sys,
+    ``/etc/netns/NAME/*`` over ``/etc``), then the caller's identity with no capabilities, then ``cwd``
+    (entered as the caller: one it cannot enter is refused), ``umask`` and exactly ``env``. ``argv[0]``
+    is looked up in ``env["PATH"]``; nothing is run through a shell. ``stdin``/``stdout``/``stderr`` are
+    indexes of descriptors sent with the request; ``null`` means /dev/null.
+
+    A session: the daemon answers with an :class:`ExecStarted` event once the command runs, then with
+    :class:`ExecExit` when it has ended. Meanwhile the client may send :class:`ExecSignalRequest`; if the
+    connection closes, the command's process group is killed.
+    """
+
+    op: Literal["ns.exec"] = "ns.exec"
+    name: NsName
+    argv: Annotated[list[Arg], Constraint(min_length=1, max_length=MAX_ARGV)]
+    env: Annotated[dict[EnvName, Arg], Constraint(max_length=MAX_ENV)] = dataclasses.field(
+        default_factory=dict
+    )
+    cwd: AbsolutePath = "/"
+    umask: Annotated[int, Constraint(ge=0, le=0o777)] = 0o022
+    stdin: FdIndex | None = None
+    stdout: FdIndex | None = None
+    stderr: FdIndex | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ExecSignalRequest(RequestBase):
+    """Follow-up of ``ns.exec`` on its connection: deliver ``signal`` to the command's process group.
+
+    Not answered. Outside a running ``ns.exec`` it is refused with ``invalid_request``.
+    """
+
+    op: Literal["exec.signal"] = "exec.signal"
+    signal: Signal
+
+
+SocketFamily = Literal["inet", "inet6", "unix"]
+SocketType = Literal["stream", "dgram", "seqpacket"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SockOpenRequest(RequestBase):
+    """Create a socket inside namespace ``ns`` (the host's when null), bind it and hand it over.
+
+    ``address``: an IP address for inet/inet6 (with ``port``), an absolute path or ``@name`` (abstract)
+    for unix; null leaves the socket unbound (to connect from inside the namespace). The socket is made
+    with the caller's filesystem identity: a unix path is created with the caller's permissions and
+    owned by the caller, and ``ss -e`` shows the caller's uid. ``backlog`` makes an inet stream socket
+    listen. A unix socket is never put in listening state by the daemon: a listener's SO_PEERCRED names
+    whoever called listen(), which must be the caller, not root; the client listens itself.
+
+    Policy: any port in a namespace the caller may enter (its owner, root, ``policy.exec_groups``); in
+    the host, ports 1-1023 only as granted by ``policy.privileged_ports``.
+    """
+
+    op: Literal["sock.open"] = "sock.open"
+    ns: NsName | None = None
+    family: SocketFamily
+    type: SocketType = "stream"
+    address: Annotated[str, Constraint(min_length=1, max_length=4096, pattern=NO_NUL)] | None = None
+    port: Port = 0
+    backlog: Backlog | None = None
+    reuseaddr: bool = False
+    reuseport: bool = False
+    v6only: bool | None = None
+
+
 Request = Union[  # noqa: UP007 -- pydantic reads the discriminator from a typing.Union
     PingRequest,
     WhoAmIRequest,
@@ -265,6 +458,12 @@ Request = Union[  # noqa: UP007 -- pydantic reads the discriminator from a typin
     NsShowRequest,
     NsAttachRequest,
     NsSetNsidRequest,
+    SockListRequest,
+    SockSummaryRequest,
+    # issue 5
+    NsExecRequest,
+    ExecSignalRequest,
+    SockOpenRequest,
 ]
 
 
@@ -350,6 +549,134 @@ class NsPidsResult:
     hidden: int
 
 
+MAX_SOCK_PROCESSES = 128
+"""Most holders listed per socket (and per peer) in a ``sock.list`` row."""
+
+SockType = Literal["stream", "dgram", "seqpacket", "raw"]
+SockFamilyName = Literal["inet", "inet6", "unix"]
+
+
+# Not frozen, unlike the other contract types: a listing builds 100 000 of these, and a frozen
+# dataclass's __init__ (object.__setattr__ per field) costs ~1.5x; holding lists, they were never
+# hashable anyway.
+@dataclass(kw_only=True, slots=True)
+class SockProcess:
+    """A process holding a socket: what ``ss -p`` shows as ``("name",pid=N,fd=M)``."""
+
+    pid: int
+    name: str
+    """The command name (``/proc/PID/comm``)."""
+    fd: int
+
+
+@dataclass(slots=True)
+class SockInfo:
+    """One socket, as :meth:`sockctl.Client.sock_list` returns it; fields are what ``ss -tanpe`` /
+    ``ss -xpe`` show. (On the wire, sockets travel in :class:`SockBatch` columns.)
+
+    For TCP/UDP/RAW, ``local``/``remote`` are IP addresses in text form (``0.0.0.0``, ``::`` for
+    "any") and ports are numbers (0: any); a RAW socket's ``local_port`` is its IP protocol, as ss
+    shows it. For UNIX sockets ``local`` is the bound name: a path, ``@name`` for an abstract name
+    (its leading NUL shown as ``@``; other bytes as they are), None when unnamed; names that are not
+    UTF-8 are decoded like file names (``os.fsdecode``; ``os.fsencode`` gives the bytes back).
+    ``remote``/ports are None and ``peer_inode`` names the other end (None: not connected).
+
+    ``processes`` is None unless processes were asked for; then it lists the holders policy lets
+    the caller see (possibly none), at most :data:`MAX_SOCK_PROCESSES` (one socket inherited by
+    thousands of workers must still fit a datagram): ``processes_omitted`` counts the rest.
+    ``peer_processes`` does the same for a UNIX socket's peer.
+
+    Positional construction is allowed (unlike the other contract types) because the client
+    builds these from columns with ``map``; the field order is part of the contract.
+    """
+
+    kind: SockKind
+    family: SockFamilyName
+    type: SockType
+    state: str
+    """One of :data:`SOCK_STATES`."""
+    recv_q: int
+    send_q: int
+    local: str | None
+    local_port: int | None
+    remote: str | None
+    remote_port: int | None
+    inode: int
+    """0 for TIME-WAIT and half-open (SYN-RECV) connections, which have no socket file."""
+    uid: int | None
+    """The socket's owner; None where the kernel does not tell (the /proc/net fallback for UNIX)."""
+    peer_inode: int | None = None
+    netns: str | None = None
+    """The named namespace the socket lives in; None: the host's."""
+    processes: list[SockProcess] | None = None
+    processes_omitted: int = 0
+    peer_processes: list[SockProcess] | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SockBatch:
+    """Sockets of one namespace, kind and family, as columns: an item of the ``sock.list`` listing.
+
+    Position i of every list describes socket i; the lists are named and typed like the fields of
+    :class:`SockInfo`. Columns rather than one object per socket because a listing can hold
+    100 000 sockets: columns are 40 % smaller and decode several times faster (measured in
+    bench/socklist.py). Optional columns are absent when every value would be the default
+    (``peer_inode`` for IP sockets, ``processes`` when not asked for).
+    """
+
+    netns: str | None = None
+    kind: SockKind
+    family: SockFamilyName
+    type: list[SockType]
+    state: list[str]
+    recv_q: list[int]
+    send_q: list[int]
+    local: list[str | None]
+    local_port: list[int | None]
+    remote: list[str | None]
+    remote_port: list[int | None]
+    inode: list[int]
+    uid: list[int | None]
+    peer_inode: list[int | None] | None = None
+    processes: list[list[SockProcess] | None] | None = None
+    processes_omitted: list[int] | None = None
+    peer_processes: list[list[SockProcess] | None] | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SockListResult:
+    """The end of a ``sock.list`` listing."""
+
+    count: int
+    namespaces: list[str | None]
+    """The namespaces listed (None: the host's)."""
+    process_scope: Literal["all", "own", "none"]
+    """Whose processes are shown: everyone's, only the caller's (policy), or none (not asked)."""
+    proc_fallback: list[str]
+    """Tables read from /proc/net because the kernel has no sock_diag handler for them (e.g.
+    ``raw``, ``raw6`` without CONFIG_INET_RAW_DIAG); their rows lack some fields, as with ss."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SockCount:
+    """How many sockets of one kind, family and state a namespace has (an item of sock.summary)."""
+
+    netns: str | None
+    kind: SockKind
+    family: Literal["inet", "inet6", "unix"]
+    state: str
+    count: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SockSummaryResult:
+    """The end of a ``sock.summary`` listing."""
+
+    namespaces: list[str | None]
+    total: int
+    proc_fallback: list[str]
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class LinkEnd:
     """One end of a veth pair, as the kernel shows it now."""
@@ -410,6 +737,46 @@ class NsDetail:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class ExecStarted:
+    """``ns.exec`` event: the command runs, as process ``pid`` (in the daemon's pid namespace)."""
+
+    pid: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ExecExit:
+    """The end of an ``ns.exec``: exactly one of ``exit_code`` and ``signal`` is set."""
+
+    pid: int
+    exit_code: int | None
+    signal: int | None
+
+    @property
+    def returncode(self) -> int:
+        """As :attr:`subprocess.Popen.returncode`: the exit code, or ``-N`` for a death by signal N."""
+        return -self.signal if self.signal is not None else self.exit_code or 0
+
+    @property
+    def status(self) -> int:
+        """As a shell reports it: the exit code, or ``128 + N`` for a death by signal N."""
+        return 128 + self.signal if self.signal is not None else self.exit_code or 0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SockOpenReply:
+    """The socket ``sock.open`` made: descriptor ``fd`` of the reply's SCM_RIGHTS array."""
+
+    fd: int
+    ns: str | None
+    family: SocketFamily
+    type: SocketType
+    address: str | None
+    """The bound address as the kernel reports it (``@name`` for an abstract unix name)."""
+    port: int | None
+    listening: bool
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ErrorInfo:
     code: ErrorCode
     message: str
@@ -422,7 +789,9 @@ class Operation:
     """What one operation takes and gives back.
 
     ``reply`` is the whole answer of a plain operation. For a listing, ``item`` is the type of each
-    streamed item and ``reply`` (if any) the summary sent with the last part.
+    streamed item and ``reply`` (if any) the summary sent with the last part. A session (non-empty
+    ``follow_ups``) streams events of type ``item`` and ends with ``reply``; the client may send the
+    requests named in ``follow_ups`` while it runs. ``gives_fds``: the reply carries descriptors.
     """
 
     request: type[Any]
@@ -430,6 +799,8 @@ class Operation:
     item: type[Any] | None = None
     takes_fds: bool = False
     mutating: bool = False
+    gives_fds: bool = False
+    follow_ups: tuple[str, ...] = ()
 
 
 OPERATIONS: dict[str, Operation] = {
@@ -447,6 +818,21 @@ OPERATIONS: dict[str, Operation] = {
     "ns.show": Operation(NsShowRequest, NsDetail),
     "ns.attach": Operation(NsAttachRequest, NsInfo, mutating=True),
     "ns.set_nsid": Operation(NsSetNsidRequest, NsInfo, mutating=True),
+    # Socket inspection
+    "sock.list": Operation(SockListRequest, SockListResult, item=SockBatch),
+    "sock.summary": Operation(SockSummaryRequest, SockSummaryResult, item=SockCount),
+    # issue 5: acting inside a namespace as the caller. Both are audited like mutations: root acts
+    # on the caller's behalf.
+    "ns.exec": Operation(
+        NsExecRequest,
+        ExecExit,
+        item=ExecStarted,
+        takes_fds=True,
+        mutating=True,
+        follow_ups=("exec.signal",),
+    ),
+    "exec.signal": Operation(ExecSignalRequest, None),
+    "sock.open": Operation(SockOpenRequest, SockOpenReply, mutating=True, gives_fds=True),
 }
 """Every operation by its ``op`` name."""
 
@@ -504,6 +890,113 @@ def from_wire(tp: Any, value: Any) -> Any:
         except TypeError as exc:
             raise WireTypeError(f"{tp.__name__}: {exc}") from exc
     return _scalar_from_wire(tp, value)
+
+
+# The sock.list fast path ---------------------------------------------------------------------------
+
+_NONE = type(None)
+_SOCK_COLUMNS: tuple[tuple[str, frozenset[type], frozenset[str] | None], ...] = (
+    ("type", frozenset({str}), frozenset(typing.get_args(SockType))),
+    ("state", frozenset({str}), None),
+    ("recv_q", frozenset({int}), None),
+    ("send_q", frozenset({int}), None),
+    ("local", frozenset({str, _NONE}), None),
+    ("local_port", frozenset({int, _NONE}), None),
+    ("remote", frozenset({str, _NONE}), None),
+    ("remote_port", frozenset({int, _NONE}), None),
+    ("inode", frozenset({int}), None),
+    ("uid", frozenset({int, _NONE}), None),
+)
+"""SockBatch's required columns, in SockInfo's field order, with their value types."""
+_SOCK_OPTIONAL: tuple[tuple[str, frozenset[type], Any], ...] = (
+    ("peer_inode", frozenset({int, _NONE}), None),
+    ("processes", frozenset({list, _NONE}), None),
+    ("processes_omitted", frozenset({int}), 0),
+    ("peer_processes", frozenset({list, _NONE}), None),
+)
+_SOCK_KINDS = frozenset(typing.get_args(SockKind))
+_SOCK_FAMILIES = frozenset(typing.get_args(SockFamilyName))
+
+
+def sock_batch_from_wire(value: Any) -> SockBatch:
+    """``from_wire(SockBatch, value)`` at C speed: a listing can carry 100 000 sockets.
+
+    Checks the whole contract like :func:`from_wire` (each column's value types and literals, equal
+    lengths; unknown keys from a newer daemon are ignored) but column by column with set operations
+    instead of value by value. Raises :class:`WireTypeError`.
+    """
+    if type(value) is not dict:
+        raise WireTypeError(f"expected SockBatch, got {type(value).__name__}")
+    kind, family, netns = value.get("kind"), value.get("family"), value.get("netns")
+    if kind not in _SOCK_KINDS or family not in _SOCK_FAMILIES or type(netns) not in (str, _NONE):
+        raise WireTypeError(f"SockBatch: bad kind, family or netns: {kind!r} {family!r} {netns!r}")
+    columns: dict[str, Any] = {}
+    size: int | None = None
+    for name, allowed, literals in _SOCK_COLUMNS:
+        column = value.get(name)
+        size = _check_column(name, column, allowed, size)
+        if literals is not None and not literals.issuperset(typing.cast(list[Any], column)):
+            raise WireTypeError(f"SockBatch.{name}: values outside {sorted(literals)}")
+        columns[name] = column
+    for name, allowed, _default in _SOCK_OPTIONAL:
+        column = value.get(name)
+        if column is not None:
+            _check_column(name, column, allowed, size)
+            if name.endswith("processes"):
+                column = [None if held is None else _sock_processes(held) for held in column]
+        columns[name] = column
+    return SockBatch(
+        netns=netns,
+        kind=typing.cast(SockKind, kind),
+        family=typing.cast(SockFamilyName, family),
+        **columns,
+    )
+
+
+def sock_batch_rows(batch: SockBatch) -> list[SockInfo]:
+    """The sockets of a batch as :class:`SockInfo` rows (built with ``map``, ~0.5 µs each)."""
+    size = len(batch.inode)
+    repeat = itertools.repeat
+    optional = {
+        name: repeat(default, size) if getattr(batch, name) is None else getattr(batch, name)
+        for name, _, default in _SOCK_OPTIONAL
+    }
+    return list(
+        map(
+            SockInfo,
+            repeat(batch.kind, size),
+            repeat(batch.family, size),
+            *(getattr(batch, name) for name, _, _ in _SOCK_COLUMNS),
+            optional["peer_inode"],
+            repeat(batch.netns, size),
+            optional["processes"],
+            optional["processes_omitted"],
+            optional["peer_processes"],
+        )
+    )
+
+
+def _check_column(name: str, column: Any, allowed: frozenset[type], size: int | None) -> int:
+    if type(column) is not list:
+        raise WireTypeError(f"SockBatch.{name}: expected a list, got {type(column).__name__}")
+    if size is not None and len(column) != size:
+        raise WireTypeError(f"SockBatch.{name}: {len(column)} values for {size} sockets")
+    if not allowed.issuperset(map(type, column)):
+        wrong = next(v for v in column if type(v) not in allowed)
+        raise WireTypeError(f"SockBatch.{name}: unexpected value {wrong!r}")
+    return len(column)
+
+
+def _sock_processes(held: list[Any]) -> list[SockProcess]:
+    out = []
+    for entry in held:
+        if type(entry) is dict and len(entry) == 3:
+            pid, name, fd = entry.get("pid"), entry.get("name"), entry.get("fd")
+            if type(pid) is int and type(name) is str and type(fd) is int:
+                out.append(SockProcess(pid=pid, name=name, fd=fd))
+                continue
+        out.append(from_wire(SockProcess, entry))
+    return out
 
 
 def _scalar_from_wire(tp: Any, value: Any) -> Any:

@@ -39,6 +39,8 @@ def json_schema() -> dict[str, Any]:
             entry[role] = sub
         entry["mutating"] = operation.mutating
         entry["takes_fds"] = operation.takes_fds
+        entry["gives_fds"] = operation.gives_fds
+        entry["follow_ups"] = list(operation.follow_ups)
         operations[op] = entry
     error = TypeAdapter(protocol.ErrorInfo).json_schema(ref_template="#/$defs/{model}")
     defs.update(error.pop("$defs", {}))

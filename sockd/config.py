@@ -8,6 +8,20 @@ Example, with the defaults (``systemd/sockd.toml`` is the installed copy)::
     namespace_quota = 16                 # namespaces one non-root user may own (created or attached)
     link_quota = 16                      # veth links one non-root user may own
     address_quota = 32                   # pool addresses one non-root user may hold (2 per link)
+    socket_visibility = "all"            # sock.list/summary for non-monitors: "all" sockets
+                                         # (addresses, as ss shows anyone) or only their "own"
+    exec_groups = []                     # may `ns exec`/`sock open` into ANY namespace (owners and
+                                         # root always may into theirs / all)
+
+    # Privileged ports (1-1023) in the HOST namespace, authbind's model: none for non-root users
+    # unless a rule grants it (the default: no rules). Inside namespaces they may enter, users may
+    # bind any port. An example rule:
+    [[policy.privileged_ports]]
+    users = ["alice", 1001]              # user names or uids ...
+    groups = ["www"]                     # ... or groups (names or gids): either matches
+    ports = [80, 443, "8000-8080"]       # single ports or inclusive ranges
+    addresses = ["0.0.0.0/0", "::/0"]    # networks the bound address must fall in (default: any,
+                                         # including the wildcards 0.0.0.0 and ::)
 
     [limits]
     max_connections = 512                # all clients together
@@ -29,13 +43,16 @@ hands out an address the host uses. Pick a range that is not routed anywhere on 
 """
 
 import grp
+import ipaddress
+import pwd
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_CONFIG = "/etc/sockd/sockd.toml"
 
@@ -44,12 +61,52 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class PrivilegedPortRule(_Section):
+    """One grant of privileged host ports (see the module docstring)."""
+
+    users: list[str | int] = []
+    groups: list[str | int] = []
+    ports: list[int | str]
+    addresses: list[str] = ["0.0.0.0/0", "::/0"]
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, ports: list[int | str]) -> list[int | str]:
+        for entry in ports:
+            low, high = port_range(entry)
+            if not 1 <= low <= high <= 65535:
+                raise ValueError(f"{entry!r} is not a port or a low-high range within 1-65535")
+        return ports
+
+    @field_validator("addresses")
+    @classmethod
+    def _addresses(cls, addresses: list[str]) -> list[str]:
+        for address in addresses:
+            ipaddress.ip_network(address, strict=False)  # ValueError names the bad one
+        return addresses
+
+
+def port_range(entry: int | str) -> tuple[int, int]:
+    """``80`` or ``"80"`` → (80, 80); ``"8000-8080"`` → (8000, 8080)."""
+    if isinstance(entry, int):
+        return entry, entry
+    low, sep, high = entry.partition("-")
+    try:
+        return (int(low), int(high)) if sep else (int(low), int(low))
+    except ValueError:
+        raise ValueError(f"{entry!r} is not a port or a low-high range") from None
+
+
 class PolicyConfig(_Section):
     create_groups: list[str | int] = ["sockd"]
     monitor_groups: list[str | int] = ["sockd-monitor"]
     namespace_quota: int = Field(default=16, ge=0, le=100000)
     link_quota: int = Field(default=16, ge=0, le=100000)
     address_quota: int = Field(default=32, ge=0, le=1 << 24)
+    socket_visibility: Literal["all", "own"] = "all"
+    # issue 5: who may act inside namespaces they do not own, and privileged host ports.
+    exec_groups: list[str | int] = []
+    privileged_ports: list[PrivilegedPortRule] = []
 
 
 class LimitsConfig(_Section):
@@ -118,15 +175,35 @@ class Groups:
     unknown: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Users:
+    """User names resolved to uids when the config is loaded; unknown names are reported."""
+
+    uids: frozenset[int]
+    unknown: tuple[str, ...]
+
+
+def resolve_users(names: list[str | int]) -> Users:
+    uids, unknown = _resolve(names, lambda name: pwd.getpwnam(name).pw_uid)
+    return Users(uids, unknown)
+
+
 def resolve_groups(names: list[str | int]) -> Groups:
-    gids: set[int] = set()
+    gids, unknown = _resolve(names, lambda name: grp.getgrnam(name).gr_gid)
+    return Groups(gids, unknown)
+
+
+def _resolve(
+    names: list[str | int], lookup: Callable[[str], int]
+) -> tuple[frozenset[int], tuple[str, ...]]:
+    ids: set[int] = set()
     unknown: list[str] = []
     for name in names:
         if isinstance(name, int):
-            gids.add(name)
+            ids.add(name)
             continue
         try:
-            gids.add(grp.getgrnam(name).gr_gid)
+            ids.add(lookup(name))
         except KeyError:
             unknown.append(name)
-    return Groups(frozenset(gids), tuple(unknown))
+    return frozenset(ids), tuple(unknown)

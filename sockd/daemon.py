@@ -1,13 +1,15 @@
 """The daemon's state and its request path: bytes in → parse, validate, authorize, act → bytes out."""
 
+import contextlib
 import json
+import socket
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
@@ -20,11 +22,20 @@ from sockctl.errors import (
     UnknownOperation,
     UnsupportedVersion,
 )
-from sockctl.protocol import MAX_MESSAGE, NS_NAME_RULE, OPERATIONS, PROTOCOL_VERSION, to_wire
+from sockctl.protocol import (
+    MAX_MESSAGE,
+    NS_NAME_PATTERN,
+    NS_NAME_RULE,
+    OPERATIONS,
+    PROTOCOL_VERSION,
+    to_wire,
+)
 from sockctl.schema import request_adapter
 from sockd import linux
 from sockd.config import Config
-from sockd.dispatch import TABLE, Listing
+from sockd.dispatch import TABLE, Call, Fds, Listing, Session, WithFds
+from sockd.execution import Executor
+from sockd.handover import SocketOpener
 from sockd.links import Links
 from sockd.log import Logger
 from sockd.netns import DEFAULT_NETNS_DIR, Faults, Namespaces
@@ -36,6 +47,13 @@ _CHUNK = MAX_MESSAGE - 1024  # room for the envelope around a listing's items
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
+
+
+class Message(NamedTuple):
+    """One reply datagram and the descriptors it carries (SCM_RIGHTS)."""
+
+    payload: bytes
+    fds: tuple[int, ...] = ()
 
 
 @dataclass(slots=True)
@@ -51,6 +69,18 @@ class Prepared:
     def inline(self) -> bool:
         """Whether the server may run it on its event loop: errors and non-blocking handlers."""
         return self.error is not None or self.op is None or TABLE[self.op].inline
+
+
+def _is_ns_name_error(error: Any) -> bool:
+    """A namespace-name field (whatever its name: name, netns, peer) failed its bounds or pattern."""
+    ctx = error.get("ctx") or {}
+    if error["type"] == "string_pattern_mismatch":
+        return bool(ctx.get("pattern") == NS_NAME_PATTERN)
+    return error["type"] in ("string_too_long", "string_too_short") and error["loc"][-1:] in (
+        ("name",),
+        ("netns",),
+        ("peer",),
+    )
 
 
 class Stats:
@@ -105,7 +135,13 @@ class Daemon:
             log,
             faults,
         )
+        self.executor = Executor(self.namespaces, lambda: self.policy, log)
+        self.sockets = SocketOpener(self.namespaces, lambda: self.policy)
         self._warn_unknown_groups()
+
+    def end_sessions(self) -> None:
+        """The daemon is stopping: running ``ns.exec`` commands are terminated, then killed."""
+        self.executor.stop()
 
     def reconcile(self) -> None:
         """Start-up repair: namespaces first (links hang off them), then links."""
@@ -121,7 +157,9 @@ class Daemon:
 
     def _warn_unknown_groups(self) -> None:
         for name in self.policy.unknown_groups:
-            self.log.warning(f"group {name} named in the policy does not exist", SOCKD_GROUP=name)
+            self.log.warning(
+                f"group or user {name} named in the policy does not exist", SOCKD_GROUP=name
+            )
         self._warn_descriptors()
 
     def _warn_descriptors(self) -> None:
@@ -136,9 +174,11 @@ class Daemon:
                 f"with too_many_connections"
             )
 
-    def handle(self, peer: Peer, data: bytes, fds: list[int]) -> Iterator[bytes]:
+    def handle(
+        self, peer: Peer, data: bytes, fds: list[int], channel: socket.socket | None = None
+    ) -> Iterator[Message]:
         """Answer one request datagram with one or more reply datagrams. Never raises."""
-        return self.execute(peer, self.prepare(peer, data, fds))
+        return self.execute(peer, self.prepare(peer, data, fds), channel)
 
     def prepare(self, peer: Peer, data: bytes, fds: list[int]) -> "Prepared":
         """Parse, check the version, validate and authorize: cheap, never blocks, never raises.
@@ -162,22 +202,40 @@ class Daemon:
             return Prepared(op, request, fds=[], error=exc)
         return Prepared(op, request, fds=fds)
 
-    def execute(self, peer: Peer, prepared: "Prepared") -> Iterator[bytes]:
-        """Run a prepared request's handler; yields the reply datagrams. Never raises."""
+    def execute(
+        self, peer: Peer, prepared: "Prepared", channel: socket.socket | None = None
+    ) -> Generator[Message, None, None]:
+        """Run a prepared request's handler; yields the reply datagrams. Never raises.
+
+        ``channel`` is the connection the request came on, off the server's loop while this runs;
+        sessions (``ns.exec``) read their follow-up requests from it. Every descriptor that came
+        with the request is closed by the time this ends.
+        """
         op, request = prepared.op, prepared.request
         if prepared.error is not None or op is None:
-            yield self.error_reply(prepared.error or InternalError("request was not prepared"))
+            error = prepared.error or InternalError("request was not prepared")
+            yield Message(self.error_reply(error))
             return
+        received = Fds(prepared.fds)
         try:
             result = TABLE[op].handler(self, peer, request)
-            if isinstance(result, Listing):
+            if isinstance(result, Session):
+                follow_ups = _Channel(self, peer, channel, op)
+                yield from self._converse(result, Call(received, follow_ups))
+            elif isinstance(result, Listing):
                 yield from self._stream(result)
-                reply = None
+            elif isinstance(result, WithFds):
+                yield from self._hand_over(result)
             else:
-                reply = f'{{"ok":true,"result":{_dumps(to_wire(result))}}}'.encode()
+                yield Message(f'{{"ok":true,"result":{_dumps(to_wire(result))}}}'.encode())
+        except GeneratorExit:
+            # The client went away before the whole reply was sent; what the handler did stands
+            # (an ns.exec command ran, and was killed) and is audited like any other request.
+            self._audit(peer, op, request, "ok", "the client went away before the whole reply")
+            raise
         except RequestError as exc:
             self._audit(peer, op, request, exc.code.value, exc.message)
-            yield self.error_reply(exc)
+            yield Message(self.error_reply(exc))
             return
         except Exception as exc:  # noqa: BLE001 -- the daemon must answer and keep serving
             self.log.error(
@@ -186,17 +244,13 @@ class Daemon:
                 SOCKD_TRACEBACK=traceback.format_exc(),
             )
             self._audit(peer, op, request, "internal_error", repr(exc))
-            yield self.error_reply(
-                InternalError("internal error; the daemon's log has the details")
+            yield Message(
+                self.error_reply(InternalError("internal error; the daemon's log has the details"))
             )
             return
         finally:
-            _wire.close_all(prepared.fds)
-        # Audited before the reply goes out: what was done is recorded even if the caller has
-        # gone and the reply cannot be delivered.
+            received.close()
         self._audit(peer, op, request, "ok", "")
-        if reply is not None:
-            yield reply
 
     @staticmethod
     def _decode(data: bytes) -> dict[str, Any]:
@@ -238,10 +292,7 @@ class Daemon:
             first = errors[0]
             where = ".".join(str(part) for part in first["loc"]) or None
             why = first["msg"]
-            if (
-                first["type"] in ("string_pattern_mismatch", "string_too_long", "string_too_short")
-                and where == "name"
-            ):
+            if _is_ns_name_error(first):
                 why = f"a namespace name is {NS_NAME_RULE}"
             raise InvalidRequest(
                 f"{op}: {where + ': ' if where else ''}{why}",
@@ -253,18 +304,49 @@ class Daemon:
                 },
             ) from exc
 
-    def _stream(self, listing: Listing) -> Iterator[bytes]:
+    def _stream(self, listing: Listing) -> Iterator[Message]:
         parts: list[str] = []
         size = 0
         for item in listing.items:
-            encoded = _dumps(to_wire(item))
+            encoded = item if listing.encoded else _dumps(to_wire(item))
             if size + len(encoded) + 1 > _CHUNK and parts:
-                yield f'{{"ok":true,"more":true,"items":[{",".join(parts)}]}}'.encode()
+                yield Message(f'{{"ok":true,"more":true,"items":[{",".join(parts)}]}}'.encode())
                 parts, size = [], 0
             parts.append(encoded)
             size += len(encoded) + 1
-        result = _dumps(to_wire(listing.result))
-        yield f'{{"ok":true,"more":false,"items":[{",".join(parts)}],"result":{result}}}'.encode()
+        summary = listing.result() if callable(listing.result) else listing.result
+        result = _dumps(to_wire(summary))
+        yield Message(
+            f'{{"ok":true,"more":false,"items":[{",".join(parts)}],"result":{result}}}'.encode()
+        )
+
+    @staticmethod
+    def _hand_over(result: WithFds) -> Iterator[Message]:
+        try:
+            yield Message(
+                f'{{"ok":true,"result":{_dumps(to_wire(result.reply))}}}'.encode(),
+                tuple(result.fds),
+            )
+        finally:
+            _wire.close_all(result.fds)  # the client has its own copies now, or never will
+
+    @staticmethod
+    def _converse(session: Session, call: Call) -> Iterator[Message]:
+        # Closing the events generator runs the session's cleanup even when the client went away
+        # while an event was being sent (this generator is then closed by the server).
+        with contextlib.closing(session.run(call)) as events:
+            while True:
+                try:
+                    event = next(events)
+                except StopIteration as end:
+                    result = _dumps(to_wire(end.value))
+                    yield Message(
+                        f'{{"ok":true,"more":false,"items":[],"result":{result}}}'.encode()
+                    )
+                    return
+                yield Message(
+                    f'{{"ok":true,"more":true,"items":[{_dumps(to_wire(event))}]}}'.encode()
+                )
 
     @staticmethod
     def error_reply(exc: RequestError) -> bytes:
@@ -289,3 +371,42 @@ class Daemon:
             detail=detail,
             SOCKD_NS=getattr(request, "name", None),
         )
+
+
+class _Channel:
+    """The connection of a running session (see :class:`sockd.dispatch.Channel`).
+
+    The server has taken the connection off its loop while the request runs, so the session is the
+    only reader; follow-ups go through the same checks as any request (:meth:`Daemon.prepare`).
+    """
+
+    def __init__(self, daemon: Daemon, peer: Peer, sock: socket.socket | None, op: str) -> None:
+        if sock is None:
+            raise InternalError(f"{op} needs the connection, and none was given")
+        self._daemon = daemon
+        self._peer = peer
+        self._sock = sock
+        self._op = op
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def receive(self) -> Any | None:
+        try:
+            data, fds = _wire.recv(self._sock)  # too large, too many fds: RequestError ends it
+        except OSError:
+            return None  # reset, or gone: the same to a session
+        if not data:
+            _wire.close_all(fds)  # an empty datagram reads as hang-up: its descriptors go too
+            return None
+        prepared = self._daemon.prepare(self._peer, data, fds)
+        _wire.close_all(prepared.fds)  # follow-ups take none (prepare refused any already)
+        if prepared.error is not None:
+            raise prepared.error
+        allowed = OPERATIONS[self._op].follow_ups
+        if prepared.op not in allowed:
+            raise InvalidRequest(
+                f"only {', '.join(allowed)} may be sent while {self._op} runs; got {prepared.op}",
+                field="op",
+            )
+        return prepared.request

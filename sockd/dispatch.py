@@ -2,16 +2,20 @@
 
 Each handler has the same shape: the request arrives validated against its wire model (names, types,
 bounds); the table's access rule has been checked against the peer's kernel credentials; the handler
-checks ownership and quotas, acts, and returns the reply (or, for a listing, its items and summary).
+checks ownership and quotas, acts, and returns the reply (or, for a listing, its items and summary;
+for a reply carrying descriptors, :class:`WithFds`; for a session, :class:`Session`).
 """
 
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from sockctl import _wire
 from sockctl import protocol as p
+from sockctl.errors import InvalidRequest
+from sockd import socklist
 from sockd.policy import Access, Peer
 
 if TYPE_CHECKING:
@@ -20,10 +24,84 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class Listing:
-    """A handler's streamed answer: items sent in as many messages as needed, then the summary."""
+    """A handler's streamed answer: items sent in as many messages as needed, then the summary.
+
+    ``result`` may be a zero-argument callable, called after the last item: a summary counted while
+    streaming. ``encoded`` says the items are already JSON text (one item's object each), made by a
+    handler whose listings are too large for per-item ``to_wire`` (sock.list: 100 000 sockets).
+    """
 
     items: Iterable[Any]
     result: Any = None
+    encoded: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WithFds:
+    """A reply that hands descriptors to the client, as SCM_RIGHTS; ``reply`` names them by index.
+
+    The daemon owns ``fds`` until then and closes its copies once the reply is sent (or is not).
+    """
+
+    reply: Any
+    fds: list[int]
+
+
+class Fds:
+    """The descriptors that came with a request. The daemon closes them all after the handler.
+
+    A session borrows them with :meth:`get` and may close them early with :meth:`close` (``ns.exec``
+    does, once the command holds its own copies); a descriptor is never closed twice.
+    """
+
+    def __init__(self, fds: list[int]) -> None:
+        self._fds: list[int] = list(fds)
+
+    def get(self, index: int | None, field: str) -> int | None:
+        """The descriptor at ``index`` (None for None); a missing one is the request's error."""
+        if index is None:
+            return None
+        if index >= len(self._fds):
+            raise InvalidRequest(
+                f"{field} refers to descriptor {index}, but {len(self._fds)} came with the request",
+                field=field,
+            )
+        return self._fds[index]
+
+    def close(self) -> None:
+        fds, self._fds = self._fds, []
+        _wire.close_all(fds)
+
+
+class Channel(Protocol):
+    """The connection of a running session, for its follow-up requests."""
+
+    def fileno(self) -> int:
+        """Poll this for follow-ups and for the client going away."""
+        ...
+
+    def receive(self) -> Any | None:
+        """The next follow-up request, validated; None once the client has gone."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """What a session gets besides its request: the request's descriptors and the connection."""
+
+    fds: Fds
+    channel: Channel
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A handler's answer that goes on: ``run`` yields events (each sent at once) and returns the reply.
+
+    The daemon closes the generator if the client goes away while an event is being sent, so ``run``
+    cleans up in ``finally``.
+    """
+
+    run: Callable[[Call], Generator[Any, None, Any]]
 
 
 Handler = Callable[["Daemon", Peer, Any], Any]
@@ -129,6 +207,37 @@ def ns_set_nsid(daemon: "Daemon", peer: Peer, request: p.NsSetNsidRequest) -> p.
     return daemon.links.annotate_one(daemon.namespaces.set_nsid(peer, request.name, request.nsid))
 
 
+# Socket inspection (sockd/socklist.py) ----------------------------------------------------------
+
+
+def sock_list(daemon: "Daemon", peer: Peer, request: p.SockListRequest) -> Listing:
+    items, result = socklist.list_sockets(daemon, peer, request)
+    return Listing(items, result, encoded=True)
+
+
+def sock_summary(daemon: "Daemon", peer: Peer, request: p.SockSummaryRequest) -> Listing:
+    counts, result = socklist.summarize_sockets(daemon, peer, request)
+    return Listing(counts, result)
+
+
+# Acting inside a namespace as the caller (issue 5) -------------------------------------------------
+
+
+def ns_exec(daemon: "Daemon", peer: Peer, request: p.NsExecRequest) -> Session:
+    return daemon.executor.session(peer, request)
+
+
+def exec_signal(daemon: "Daemon", peer: Peer, request: p.ExecSignalRequest) -> None:
+    # A running ns.exec session reads its follow-ups itself; one that arrives here has nothing to go to.
+    raise InvalidRequest(
+        "exec.signal is only valid while ns.exec runs on the same connection", field="op"
+    )
+
+
+def sock_open(daemon: "Daemon", peer: Peer, request: p.SockOpenRequest) -> WithFds:
+    return daemon.sockets.open(peer, request)
+
+
 TABLE: dict[str, Route] = {
     "ping": Route(Access.ANYONE, ping, inline=True),
     "whoami": Route(Access.ANYONE, whoami),
@@ -144,5 +253,12 @@ TABLE: dict[str, Route] = {
     "ns.show": Route(Access.ANYONE, ns_show),
     "ns.attach": Route(Access.CREATOR, ns_attach),
     "ns.set_nsid": Route(Access.CREATOR, ns_set_nsid),
+    # Socket inspection: policy on processes and sockets is applied in socklist.
+    "sock.list": Route(Access.ANYONE, sock_list),
+    "sock.summary": Route(Access.ANYONE, sock_summary),
+    # issue 5: ownership (exec) and port grants (sock.open) are checked in the handlers.
+    "ns.exec": Route(Access.ANYONE, ns_exec),
+    "exec.signal": Route(Access.ANYONE, exec_signal),
+    "sock.open": Route(Access.ANYONE, sock_open),
 }
 """op → (access rule, handler). protocol.OPERATIONS says what each takes and returns."""

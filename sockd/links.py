@@ -1,6 +1,6 @@
 """Veth links between a named namespace and the host or another named namespace, with addresses.
 
-Names (stable; user documentation in docs/links.md):
+Names (stable; user documentation in README.md, "Connecting namespaces"):
 
 - the end inside a namespace is ``eth<N>``, the lowest N free in that namespace;
 - the host end is ``sd<uid>-<N>``: the owner's uid, then the lowest N free for that uid. Names embed the

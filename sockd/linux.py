@@ -131,6 +131,10 @@ def raise_nofile_limit() -> int:
     return soft
 
 
+NS_THREAD_NAME = "sockd-ns"
+"""The name of :func:`run_in_thread`'s threads, the only ones allowed to change namespaces."""
+
+
 def run_in_thread(fn: Callable[[], _T]) -> _T:
     """Run ``fn`` in a new, short-lived thread and return its result or raise its exception.
 
@@ -145,7 +149,7 @@ def run_in_thread(fn: Callable[[], _T]) -> _T:
         except BaseException as exc:  # noqa: BLE001 -- handed to the caller's thread below
             outcome.append((False, exc))
 
-    thread = threading.Thread(target=target, name="sockd-ns")
+    thread = threading.Thread(target=target, name=NS_THREAD_NAME)
     thread.start()
     thread.join()
     ok, value = outcome[0]

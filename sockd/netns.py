@@ -16,9 +16,17 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 
-from sockctl.errors import AlreadyExists, Busy, InternalError, NotFound, PermissionDenied
+from sockctl.errors import (
+    AlreadyExists,
+    Busy,
+    InternalError,
+    NotFound,
+    PermissionDenied,
+    SockdError,
+)
 from sockctl.protocol import NsDeleteReply, NsIdentifyReply, NsInfo, NsPidsResult
 from sockd import linux
 from sockd.log import Logger
@@ -302,6 +310,10 @@ class Namespaces:
         visible, hidden = self._visible_pids(peer, inside)
         return visible, NsPidsResult(name=name, hidden=hidden)
 
+    def mounted(self) -> list[tuple[str, str]]:
+        """(name, path) of every named namespace that is mounted now, sorted by name."""
+        return [(e.name, e.path) for e in self._entries() if e.mounted]
+
     def count_managed(self) -> int:
         return sum(1 for r in self.registry.records() if r.state == "ready")
 
@@ -327,6 +339,36 @@ class Namespaces:
             owned += 1
         return owned
 
+    # Entering (issue 5) ------------------------------------------------------------------------
+
+    def open_for_entry(self, peer: Peer, name: str) -> int:
+        """An O_RDONLY descriptor of namespace ``name``, if ``peer`` may act inside it.
+
+        The caller owns the descriptor. The owner is read *after* opening and the name is checked to
+        still lead to the opened namespace, so a delete and re-create racing with this call cannot
+        pair one namespace's owner with another namespace.
+        """
+        path = self._path(name)
+        if not linux.is_namespace_mount(path):
+            raise NotFound(f"no namespace named {name}", field="name")
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError as exc:
+            raise NotFound(f"no namespace named {name}", field="name") from exc
+        with ExitStack() as on_error:
+            on_error.callback(os.close, fd)
+            record = self.registry.get(name)
+            st = os.fstat(fd)
+            try:
+                same = linux.ns_identity(path) == (st.st_dev, st.st_ino)
+            except FileNotFoundError:
+                same = False
+            if not same:
+                raise NotFound(f"namespace {name} was deleted meanwhile", field="name")
+            self.policy().require_enter(peer, record.owner_uid if record else 0, name)
+            on_error.pop_all()
+        return fd
+
     # Start-up repair ------------------------------------------------------------------------------
 
     def reconcile(self) -> None:
@@ -342,7 +384,18 @@ class Namespaces:
             for name, record in records.items():
                 path = self._path(name)
                 if record.state == "creating":
-                    self._discard(path)
+                    try:
+                        self._discard(path)
+                    except SockdError as exc:
+                        # Keep the record: the half-made namespace stays owned and is retried on
+                        # the next start, instead of becoming an orphan nobody may delete.
+                        self.log.error(
+                            f"cannot roll back interrupted namespace {name}: {exc}; it stays "
+                            f"owned by uid {record.owner_uid} (unmount {path} by hand, then "
+                            f"restart sockd)",
+                            SOCKD_NS=name,
+                        )
+                        continue
                     self._discard_uts(name)
                     self.registry.remove(name)
                     self.log.warning(
@@ -361,11 +414,20 @@ class Namespaces:
                 # Judged again under the directory's flock: `ip netns add` (or another sockd)
                 # holds it from placeholder to bind mount, so a placeholder seen unlocked may be a
                 # namespace being made right now, mounted by the time we get the lock.
-                with self._netns_dir_locked():
-                    if linux.is_namespace_mount(entry.path) or not _is_placeholder(entry.path):
-                        continue
-                    with contextlib.suppress(FileNotFoundError):  # `ip netns del` was faster
-                        os.unlink(entry.path)
+                try:
+                    with self._netns_dir_locked():
+                        if linux.is_namespace_mount(entry.path) or not _is_placeholder(entry.path):
+                            continue
+                        with contextlib.suppress(FileNotFoundError):  # `ip netns del` was faster
+                            os.unlink(entry.path)
+                except OSError as exc:
+                    # EBUSY: another mount namespace pins it. Starting matters more.
+                    self.log.error(
+                        f"cannot remove broken placeholder {entry.path}: {exc.strerror} "
+                        f"(a mount in another mount namespace pins it; `umount` it there)",
+                        SOCKD_NS=entry.name,
+                    )
+                    continue
                 self.log.warning(
                     f"removed broken placeholder {entry.path} (no namespace mounted on it)",
                     SOCKD_NS=entry.name,

@@ -1,11 +1,19 @@
 """Who may do what: decided from the peer's kernel credentials and the configured policy."""
 
 import enum
+import ipaddress
 from dataclasses import dataclass
 
 from sockctl.errors import PermissionDenied, QuotaExceeded
-from sockd.config import Config, resolve_groups
+from sockd.config import Config, PrivilegedPortRule, port_range, resolve_groups, resolve_users
 from sockd.linux import Credentials
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+PRIVILEGED_PORTS = range(1, 1024)
+"""Host ports that need a ``policy.privileged_ports`` grant: the classic Unix rule, fixed on purpose
+(the host's ``net.ipv4.ip_unprivileged_port_start`` is the kernel's business, not the policy's)."""
 
 
 class Access(enum.Enum):
@@ -40,6 +48,35 @@ class Peer:
 
 
 @dataclass(frozen=True, slots=True)
+class PortGrant:
+    """One ``policy.privileged_ports`` rule, with names resolved."""
+
+    uids: frozenset[int]
+    gids: frozenset[int]
+    ranges: tuple[tuple[int, int], ...]
+    networks: tuple[IPNetwork, ...]
+
+    @classmethod
+    def from_rule(cls, rule: PrivilegedPortRule) -> tuple["PortGrant", tuple[str, ...]]:
+        users = resolve_users(rule.users)
+        groups = resolve_groups(rule.groups)
+        grant = cls(
+            uids=users.uids,
+            gids=groups.gids,
+            ranges=tuple(port_range(entry) for entry in rule.ports),
+            networks=tuple(ipaddress.ip_network(a, strict=False) for a in rule.addresses),
+        )
+        return grant, users.unknown + groups.unknown
+
+    def allows(self, peer: Peer, address: IPAddress, port: int) -> bool:
+        return (
+            (peer.uid in self.uids or peer.in_groups(self.gids))
+            and any(low <= port <= high for low, high in self.ranges)
+            and any(address in network for network in self.networks)
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     create_gids: frozenset[int]
     monitor_gids: frozenset[int]
@@ -48,19 +85,30 @@ class Policy:
     unknown_groups: tuple[str, ...]
     link_quota: int = 16
     address_quota: int = 32
+    socket_visibility: str = "all"
+    exec_gids: frozenset[int] = frozenset()
+    port_grants: tuple[PortGrant, ...] = ()
 
     @classmethod
     def from_config(cls, config: Config) -> "Policy":
         create = resolve_groups(config.policy.create_groups)
         monitor = resolve_groups(config.policy.monitor_groups)
+        execute = resolve_groups(config.policy.exec_groups)
+        grants = [PortGrant.from_rule(rule) for rule in config.policy.privileged_ports]
         return cls(
             create_gids=create.gids,
             monitor_gids=monitor.gids,
             create_group_names=tuple(str(g) for g in config.policy.create_groups),
             namespace_quota=config.policy.namespace_quota,
-            unknown_groups=create.unknown + monitor.unknown,
+            unknown_groups=create.unknown
+            + monitor.unknown
+            + execute.unknown
+            + tuple(name for _, unknown in grants for name in unknown),
             link_quota=config.policy.link_quota,
             address_quota=config.policy.address_quota,
+            socket_visibility=config.policy.socket_visibility,
+            exec_gids=execute.gids,
+            port_grants=tuple(grant for grant, _ in grants),
         )
 
     def may_create(self, peer: Peer) -> bool:
@@ -68,6 +116,14 @@ class Policy:
 
     def sees_all_processes(self, peer: Peer) -> bool:
         return peer.root or peer.in_groups(self.monitor_gids)
+
+    def sees_all_sockets(self, peer: Peer) -> bool:
+        """Whether sock.list shows ``peer`` every socket (addresses, not processes), or only its own.
+
+        ``policy.socket_visibility = "all"`` (the default) shows everyone every socket, as ss does
+        for any user on the host; ``"own"`` keeps other uids' sockets for root and monitors.
+        """
+        return self.socket_visibility == "all" or self.sees_all_processes(peer)
 
     def authorize(self, access: Access, peer: Peer, op: str) -> None:
         if access is Access.CREATOR and not self.may_create(peer):
@@ -108,4 +164,32 @@ class Policy:
                 f"address quota is {self.address_quota}; unlink one, or give addresses yourself "
                 f"(--addr, or --no-addr)",
                 details={"kind": "addresses", "owned": held, "quota": self.address_quota},
+            )
+
+    # Acting inside namespaces (issue 5) -----------------------------------------------------------
+
+    def may_enter(self, peer: Peer, owner_uid: int) -> bool:
+        """Whether ``peer`` may run commands and open sockets in a namespace owned by ``owner_uid``."""
+        return peer.root or peer.uid == owner_uid or peer.in_groups(self.exec_gids)
+
+    def require_enter(self, peer: Peer, owner_uid: int, name: str) -> None:
+        if not self.may_enter(peer, owner_uid):
+            raise PermissionDenied(
+                f"namespace {name} belongs to uid {owner_uid}; only its owner, root or a member of "
+                f"policy.exec_groups may act inside it",
+                field="name",
+                details={"owner_uid": owner_uid, "uid": peer.uid},
+            )
+
+    def require_host_port(self, peer: Peer, address: IPAddress, port: int) -> None:
+        """Refuse a privileged port of the host unless a ``privileged_ports`` rule grants it."""
+        if peer.root or port not in PRIVILEGED_PORTS:
+            return
+        if not any(grant.allows(peer, address, port) for grant in self.port_grants):
+            raise PermissionDenied(
+                f"port {port} on {address} of the host is privileged and no "
+                f"policy.privileged_ports rule grants it to uid {peer.uid}; use a port >= 1024, "
+                f"a namespace of your own, or ask an administrator",
+                field="port",
+                details={"uid": peer.uid, "port": port, "address": str(address)},
             )

@@ -35,7 +35,7 @@ from sockctl import _wire
 from sockctl.errors import RequestError, TooManyConnections
 from sockd import linux
 from sockd.config import LimitsConfig
-from sockd.daemon import Daemon, Prepared
+from sockd.daemon import Daemon, Message, Prepared
 from sockd.log import Logger
 from sockd.policy import Peer
 
@@ -170,6 +170,7 @@ class Server:
 
     def _drain(self) -> None:
         """Let requests in flight finish (bounded), close every connection."""
+        self.daemon.end_sessions()  # ns.exec sessions would otherwise last as long as their command
         in_flight = [c.worker for c in self._connections if c.worker is not None]
         wait_all(in_flight, timeout=self.drain_timeout)
         busy = [c for c in self._connections if c.worker is not None and not c.worker.done()]
@@ -294,7 +295,7 @@ class Server:
         except BlockingIOError:
             return
         except RequestError as exc:  # too large, too many fds: answer, keep the connection
-            self._reply(conn, iter([Daemon.error_reply(exc)]))
+            self._reply(conn, iter([Message(Daemon.error_reply(exc))]))
             return
         except OSError:
             self._forget(conn)
@@ -312,11 +313,11 @@ class Server:
         else:
             self._hand_to_worker(conn, prepared)
 
-    def _reply(self, conn: _Connection, replies: Iterator[bytes]) -> None:
+    def _reply(self, conn: _Connection, replies: Iterator[Message]) -> None:
         """Send replies without blocking the loop; a full socket buffer moves the rest to a worker."""
         for reply in replies:
             try:
-                _wire.send(conn.sock, reply)
+                _wire.send(conn.sock, reply.payload, reply.fds)
             except BlockingIOError:
                 self._selector.unregister(conn.sock)
                 self._start_worker(conn, self._finish_sending, [reply], replies)
@@ -334,13 +335,18 @@ class Server:
         conn.worker = self._pool.submit(target, conn, *args)
 
     def _work(self, conn: _Connection, prepared: Prepared) -> None:
-        self._finish_sending(conn, [], self.daemon.execute(conn.peer, prepared))
+        # The connection is off the loop: a session (ns.exec) reads its follow-ups from it. closing():
+        # replies that could not be sent still run the handler's cleanup now, not at collection.
+        with contextlib.closing(self.daemon.execute(conn.peer, prepared, conn.sock)) as replies:
+            self._finish_sending(conn, [], replies)
 
-    def _finish_sending(self, conn: _Connection, first: list[bytes], rest: Iterable[bytes]) -> None:
+    def _finish_sending(
+        self, conn: _Connection, first: list[Message], rest: Iterable[Message]
+    ) -> None:
         """Worker side: send everything, then give the connection back to the loop (or drop it)."""
         try:
             for reply in (*first, *rest) if first else rest:
-                _wire.send(conn.sock, reply)
+                _wire.send(conn.sock, reply.payload, reply.fds)
         except BlockingIOError:  # SO_SNDTIMEO expired: the client does not read its replies
             self.log.warning(
                 "client does not read its replies; dropping the connection",

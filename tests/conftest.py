@@ -137,6 +137,17 @@ class Daemon:
     def fd_count(self) -> int:
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
 
+    def children(self) -> list[tuple[int, str]]:
+        """(pid, state) of the daemon's child processes; a zombie has state "Z"."""
+        found = []
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+                for pid in (task / "children").read_text().split():
+                    with contextlib.suppress(FileNotFoundError):
+                        stat = Path(f"/proc/{pid}/stat").read_text()
+                        found.append((int(pid), stat.rsplit(")", 1)[1].split()[0]))
+        return found
+
     def rss_kib(self) -> int:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -259,6 +270,30 @@ class Result:
         return json.loads(self.stdout)
 
 
+def sockctl_command(
+    daemon: Daemon,
+    *args: str,
+    who: tuple[int, int, tuple[int, ...]] | None = None,
+    user_python: tuple[str, str] | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """The argv and environment that run the sockctl CLI against ``daemon`` as root or ``who``."""
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "SOCKD_SOCKET": daemon.socket,
+        "LANG": "C.UTF-8",
+    }
+    if who is None:
+        env["PYTHONPATH"] = str(REPO)
+        return [sys.executable, "-m", "sockctl", *args], env
+    assert user_python is not None, "pass the user_python fixture to run as another uid"
+    python, tree = user_python
+    uid, gid, groups = who
+    group_arg = f"--groups={','.join(map(str, groups))}" if groups else "--clear-groups"
+    env["PYTHONPATH"] = tree
+    cmd = ["setpriv", f"--reuid={uid}", f"--regid={gid}", group_arg, python, "-m", "sockctl", *args]
+    return cmd, env
+
+
 def sockctl(
     daemon: Daemon,
     *args: str,
@@ -268,30 +303,7 @@ def sockctl(
     timeout: float = 30.0,
 ) -> Result:
     """Run the sockctl CLI against ``daemon``, as root or as the identity ``who``."""
-    env = {
-        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-        "SOCKD_SOCKET": daemon.socket,
-        "LANG": "C.UTF-8",
-    }
-    if who is None:
-        cmd = [sys.executable, "-m", "sockctl", *args]
-        env["PYTHONPATH"] = str(REPO)
-    else:
-        assert user_python is not None, "pass the user_python fixture to run as another uid"
-        python, tree = user_python
-        uid, gid, groups = who
-        group_arg = f"--groups={','.join(map(str, groups))}" if groups else "--clear-groups"
-        cmd = [
-            "setpriv",
-            f"--reuid={uid}",
-            f"--regid={gid}",
-            group_arg,
-            python,
-            "-m",
-            "sockctl",
-            *args,
-        ]
-        env["PYTHONPATH"] = tree
+    cmd, env = sockctl_command(daemon, *args, who=who, user_python=user_python)
     proc = subprocess.run(
         cmd,
         input=stdin,

@@ -61,6 +61,8 @@ class Soak:
             "ns.link": self.link,
             "ns.unlink": self.unlink,
             "ns.set_nsid": lambda: self.client.ns_set_nsid(self.some_name()),
+            "ns.exec": lambda: self.client.exec(self.some_name(), ["/bin/true"]),
+            "sock.open": self.open_socket,
         }
         self.generic: list[dict[str, Any]] = config["generic"]
         """Valid requests of read-only operations that have no scenario here."""
@@ -101,6 +103,9 @@ class Soak:
         name = self.random.choice(sorted(self.linked))
         self.linked.discard(name)
         self.client.ns_unlink(name)
+
+    def open_socket(self) -> None:
+        self.client.open_socket("tcp:127.0.0.1:0", ns=self.some_name()).close()
 
     def bad_request(self) -> None:
         """Garbage on a connection of its own: each must get a named refusal."""

@@ -115,9 +115,16 @@ def value_strategy(tp: Any) -> st.SearchStrategy[Any]:
         return st.sampled_from(typing.get_args(base))
     if origin is list:
         (item,) = typing.get_args(base)
-        return st.lists(value_strategy(item), max_size=6)
+        low, high = _sizes(constraint, 6)
+        return st.lists(value_strategy(item), min_size=low, max_size=high)
     if origin is dict:
-        return st.dictionaries(st.text(max_size=8), JSON, max_size=3)
+        key, value = typing.get_args(base)
+        if value is Any:
+            return st.dictionaries(st.text(max_size=8), JSON, max_size=3)
+        low, high = _sizes(constraint, 3)
+        return st.dictionaries(
+            value_strategy(key), value_strategy(value), min_size=low, max_size=high
+        )
     if base is Any:
         return JSON
     if base is bool:
@@ -137,6 +144,13 @@ def value_strategy(tp: Any) -> st.SearchStrategy[Any]:
     raise NotImplementedError(
         f"tests/strategies.py cannot generate {tp!r}: add the type to value_strategy"
     )
+
+
+def _sizes(constraint: Constraint | None, most: int) -> tuple[int, int]:
+    """(min, max) sizes of a list or mapping: its bounds, kept small for speed."""
+    low = constraint.min_length if constraint and constraint.min_length is not None else 0
+    high = constraint.max_length if constraint and constraint.max_length is not None else most
+    return low, max(low, min(high, most))
 
 
 def _text(constraint: Constraint | None) -> st.SearchStrategy[str]:
@@ -206,6 +220,8 @@ def _wrong_type(tp: Any) -> st.SearchStrategy[Any]:
         candidates.append(st.text(max_size=5))
     if origin is list:
         candidates = candidates[1:]  # a list is the right type
+    if origin is dict:
+        candidates = [candidates[0], *candidates[2:]]  # a mapping is the right type
     return st.one_of(candidates)
 
 

@@ -199,3 +199,19 @@ def test_no_fd_leak_over_many_bad_requests(quick_daemon: Daemon) -> None:
             with connect_raw(quick_daemon.socket) as sock:
                 raw_call(sock, message)
     _wait_fd_count(quick_daemon, before)
+
+
+@pytest.mark.parametrize(
+    ("op", "field"),
+    [("ns.create", "name"), ("ns.delete", "name"), ("sock.list", "netns"), ("ns.link", "peer")],
+)
+def test_every_namespace_name_field_explains_the_rule(
+    quick_daemon: Daemon, op: str, field: str
+) -> None:
+    message: dict[str, object] = {"proto": 1, "op": op, "name": "ok", field: "../x"}
+    if op == "sock.list":
+        del message["name"]
+    with connect_raw(quick_daemon.socket) as sock:
+        reply = raw_call(sock, message)
+    assert _error(reply) == ("invalid_request", field)
+    assert "namespace name is 1-64 characters" in reply["error"]["message"]

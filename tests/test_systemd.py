@@ -324,6 +324,37 @@ def test_outsider_is_refused_mutations_but_may_read(machine: Machine) -> None:
     assert "test" in [ns["name"] for ns in json.loads(listing.stdout)]
 
 
+def test_member_runs_commands_and_gets_sockets_inside_its_namespace(machine: Machine) -> None:
+    # Under the shipped unit: what `ns exec` commands inherit from it (bounding set, seccomp filter,
+    # NoNewPrivileges=, address families) must still let them run, as the caller, unprivileged.
+    script = (
+        "id -u; grep -E '^(CapEff|CapPrm|NoNewPrivs)' /proc/self/status; readlink /proc/self/ns/net"
+    )
+    ran = machine.sockctl("alice", "ns", "exec", "test", "--", "sh", "-c", script)
+    assert ran.returncode == 0, ran
+    inside = machine.run("ip", "netns", "exec", "test", "readlink", "/proc/self/ns/net").stdout
+    assert ran.stdout.splitlines() == [
+        str(machine.uids["alice"]),
+        "CapPrm:\t0000000000000000",
+        "CapEff:\t0000000000000000",
+        "NoNewPrivs:\t1",
+        inside.strip(),
+    ]
+    assert (
+        machine.sockctl("alice", "ns", "exec", "test", "--", "sh", "-c", "exit 3").returncode == 3
+    )
+    assert machine.sockctl("bob", "ns", "exec", "test", "--", "true").returncode == 4
+    opened = machine.sockctl("alice", "--json", "sock", "open", "--ns", "test", "tcp:0.0.0.0:80")
+    assert opened.returncode == 0, opened
+    assert json.loads(opened.stdout) == {
+        "ns": "test",
+        "kind": "tcp",
+        "address": "0.0.0.0:80",
+        "listening": True,
+    }
+    assert machine.sockctl("alice", "sock", "open", "tcp:0.0.0.0:80").returncode == 4  # the host's
+
+
 def test_audit_records_are_found_by_their_journal_fields(machine: Machine) -> None:
     alice, bob = machine.uids["alice"], machine.uids["bob"]
     # What an administrator types (README): by unit and operation, and by the peer's uid.

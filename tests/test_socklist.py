@@ -1,0 +1,697 @@
+"""sock.list / sock.summary against the real kernel and the real ss, with real uids.
+
+A module fixture builds a namespace full of sockets (the "zoo"): TCP listeners and established pairs
+over IPv4 and IPv6, a pending connection, TIME-WAIT leftovers, UDP sockets bound and connected, a
+RAW socket, UNIX stream/dgram/seqpacket sockets bound to paths and to abstract names (with a NUL
+inside), accepted connections and socketpairs. A root holder forks (so sockets have two holders), an
+OUTSIDER holder owns some sockets, and the test process itself holds a listener it created inside
+the namespace from the host (a holder outside the socket's namespace, as sockd's clients are).
+"""
+
+import contextlib
+import functools
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sockctl import InvalidRequest, NotFound, SockInfo
+from sockctl._socktable import cells
+from sockctl.protocol import (
+    MAX_MESSAGE,
+    SockBatch,
+    WireTypeError,
+    from_wire,
+    sock_batch_from_wire,
+    sock_batch_rows,
+)
+from sockd import linux, sockdiag
+from tests.conftest import (
+    MONITOR,
+    NETNS_DIR,
+    OUTSIDER,
+    Daemon,
+    as_user,
+    connect_raw,
+    ns_name,
+    sockctl,
+    start_daemon,
+)
+
+ANY = "0.0.0.0"  # noqa: S104 -- an address as sockd reports it, not a bind
+ZOO = r"""
+import json, os, socket, sys, time
+directory, raw = sys.argv[1], sys.argv[2] == "raw"
+held = []
+def keep(*socks):
+    held.extend(socks)
+    return socks[0]
+l4 = keep(socket.create_server(("127.0.0.1", 0)))
+l6 = keep(socket.create_server(("::1", 0), family=socket.AF_INET6))
+for listener in (l4, l6):
+    keep(socket.create_connection(listener.getsockname()[:2]))
+    keep(listener.accept()[0])
+keep(socket.create_connection(l4.getsockname()))  # never accepted: Recv-Q 1 on the listener
+client = socket.create_connection(l4.getsockname())  # closed both ways: TIME-WAIT leftovers
+server, _ = l4.accept()
+client.close()
+time.sleep(0.05)
+server.close()
+u4 = keep(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+u4.bind(("127.0.0.1", 0))
+u6 = keep(socket.socket(socket.AF_INET6, socket.SOCK_DGRAM))
+u6.bind(("::", 0))
+keep(socket.socket(socket.AF_INET, socket.SOCK_DGRAM)).connect(u4.getsockname())
+if raw:
+    keep(socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP))
+tag = os.getpid()
+for kind, name in ((socket.SOCK_STREAM, "st"), (socket.SOCK_DGRAM, "dg"), (socket.SOCK_SEQPACKET, "sq")):
+    path = os.path.join(directory, f"{name}.sock")
+    bound = keep(socket.socket(socket.AF_UNIX, kind))
+    bound.bind(path)
+    if kind != socket.SOCK_DGRAM:
+        bound.listen()
+        keep(socket.socket(socket.AF_UNIX, kind)).connect(path)
+        keep(bound.accept()[0])
+    keep(socket.socket(socket.AF_UNIX, kind)).bind(b"\0zoo-%d-%s\0x" % (tag, name.encode()))
+    keep(*socket.socketpair(socket.AF_UNIX, kind))
+child = 0
+if raw:
+    child = os.fork()
+    if child == 0:
+        sys.stdin.read()
+        os._exit(0)
+print(json.dumps({"pid": os.getpid(), "child": child, "l4": l4.getsockname()[1],
+                  "l6": l6.getsockname()[1]}), flush=True)
+sys.stdin.read()
+"""
+
+
+@dataclass
+class Holder:
+    proc: subprocess.Popen[str]
+    info: dict[str, Any]
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.proc.kill()
+        self.proc.communicate(timeout=10)  # reaps it and closes both pipes
+        if self.info.get("child"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.info["child"], 9)
+
+
+@dataclass
+class Zoo:
+    name: str
+    root: Holder
+    outsider: Holder
+    host_listener: socket.socket
+    """Created inside the namespace by this (host) process."""
+
+
+def _start_holder(name: str, directory: str, prefix: list[str], raw: bool) -> Holder:
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", name, *prefix, "-c", ZOO, directory, "raw" if raw else "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        proc.kill()
+        raise AssertionError(f"zoo holder failed in {name}")
+    return Holder(proc, json.loads(line))
+
+
+def _make_netns(name: str) -> None:
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+
+
+def _delete_netns(name: str) -> None:
+    subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+
+
+def _in_netns(name: str, make: Any) -> Any:
+    fd = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return sockdiag.run_in_netns(fd, make)
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture(scope="module")
+def zoo(user_python: tuple[str, str]) -> Iterator[Zoo]:
+    name = ns_name("zoo")
+    directory = tempfile.mkdtemp(prefix="sockd-zoo-")
+    Path(directory).chmod(0o755)  # the OUTSIDER holder must reach its subdirectory
+    outsider_dir = os.path.join(directory, "outsider")
+    os.mkdir(outsider_dir)
+    os.chown(outsider_dir, OUTSIDER[0], OUTSIDER[1])
+    holders: list[Holder] = []
+    listener: socket.socket | None = None
+    _make_netns(name)
+    try:
+        holders.append(_start_holder(name, directory, [sys.executable], raw=True))
+        uid, gid, _ = OUTSIDER
+        setpriv = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups"]
+        holders.append(_start_holder(name, outsider_dir, [*setpriv, user_python[0]], raw=False))
+
+        def make_listener() -> socket.socket:
+            return socket.create_server(("127.0.0.1", 0))
+
+        listener = _in_netns(name, make_listener)
+        yield Zoo(name, holders[0], holders[1], listener)
+    finally:
+        if listener is not None:
+            listener.close()
+        for holder in holders:
+            holder.stop()
+        _delete_netns(name)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+# ss, parsed ----------------------------------------------------------------------------------------
+
+_USERS = re.compile(r'\("((?:[^"\\]|\\.)*)",pid=(\d+),fd=(\d+)\)')
+Key = tuple[str, str, str, str, int | None]
+
+
+def _ss(name: str, *args: str) -> list[str]:
+    out = subprocess.run(
+        ["ip", "netns", "exec", name, "ss", "-H", *args], capture_output=True, text=True, check=True
+    ).stdout
+    return [line for line in out.splitlines() if line.strip()]
+
+
+def ss_view(name: str) -> dict[Key, set[tuple[str, int, int]]]:
+    """(netid, state, local, peer, inode) -> holders, from ss -tanuwe -p and ss -xa -p, as root."""
+    rows: dict[Key, set[tuple[str, int, int]]] = {}
+    for line in _ss(name, "-tanuw", "-e", "-p"):
+        kind, state, _rq, _sq, local, peer = line.split()[:6]
+        inode = re.search(r"\bino:(\d+)", line)
+        # ss prints the IPv6 "any" address as [::] for v6-only sockets and * otherwise; sockd's
+        # table always shows *.
+        local, peer = local.replace("[::]", "*"), peer.replace("[::]", "*")
+        key = (kind, state, local, peer, int(inode.group(1)) if inode else None)
+        rows[key] = {(n, int(pid), int(fd)) for n, pid, fd in _USERS.findall(line)}
+    for line in _ss(name, "-xa", "-p"):
+        kind, state, _rq, _sq, local, local_inode, peer, peer_inode = line.split()[:8]
+        key = (kind, state, f"{local} {local_inode}", f"{peer} {peer_inode}", int(local_inode))
+        rows[key] = {(n, int(pid), int(fd)) for n, pid, fd in _USERS.findall(line)}
+    return rows
+
+
+def sockd_view(batches: list[SockBatch]) -> dict[Key, set[tuple[str, int, int]]]:
+    """The same keys from sock.list, rendered as sockctl renders them."""
+    rows: dict[Key, set[tuple[str, int, int]]] = {}
+    for batch in batches:
+        netids, states, _rq, _sq, local, peer = cells(batch, processes=False)
+        for i, inode in enumerate(batch.inode):
+            # ss reads RAW sockets from /proc/net/raw and prints no inode for them.
+            key = (netids[i], states[i], local[i], peer[i], None if batch.kind == "raw" else inode)
+            held = (batch.processes or [None] * len(batch.inode))[i]
+            rows[key] = {(p.name, p.pid, p.fd) for p in held or []}
+    return rows
+
+
+_NETIDS = {"stream": "u_str", "dgram": "u_dgr", "seqpacket": "u_seq"}
+
+
+def _netid(s: SockInfo) -> str:
+    return _NETIDS[s.type] if s.kind == "unix" else s.kind
+
+
+# Parity ---------------------------------------------------------------------------------------------
+
+
+def test_rows_and_processes_equal_ss(shared_daemon: Daemon, zoo: Zoo) -> None:
+    batches, result = shared_daemon.client().sock_batches(netns=zoo.name)
+    expected = ss_view(zoo.name)
+    ours = sockd_view(batches)
+    sockets = [row for batch in batches for row in sock_batch_rows(batch)]
+    assert set(ours) == set(expected)
+    assert ours == expected  # process attribution, as root, equals ss -p's
+    assert result.count == len(sockets)
+    assert result.namespaces == [zoo.name]
+    assert result.process_scope == "all"
+    # Every kind of socket the zoo made is there, not just "whatever both tools agree on".
+    kinds = Counter((_netid(s), s.state) for s in sockets)
+    for wanted in [
+        ("tcp", "listening"),
+        ("tcp", "established"),
+        ("udp", "closed"),
+        ("udp", "established"),
+        ("raw", "closed"),
+        ("u_str", "listening"),
+        ("u_seq", "listening"),
+        ("u_dgr", "closed"),
+        ("u_str", "established"),
+        ("u_dgr", "established"),
+        ("u_seq", "established"),
+    ]:
+        assert kinds[wanted], wanted
+    assert len(ours) == len(sockets)
+
+
+def test_holders_outside_the_namespace_and_shared_after_fork(
+    shared_daemon: Daemon, zoo: Zoo
+) -> None:
+    sockets, _ = shared_daemon.client().sock_list(netns=zoo.name, kinds=["tcp"])
+    port = zoo.host_listener.getsockname()[1]
+    (mine,) = [s for s in sockets if s.local_port == port and s.state == "listening"]
+    assert [p.pid for p in mine.processes or []] == [os.getpid()]
+    (forked,) = [
+        s for s in sockets if s.local_port == zoo.root.info["l4"] and s.state == "listening"
+    ]
+    pids = {p.pid for p in forked.processes or []}
+    assert pids == {zoo.root.info["pid"], zoo.root.info["child"]}
+
+
+def test_unix_names_peers_and_peer_processes(shared_daemon: Daemon, zoo: Zoo) -> None:
+    sockets, _ = shared_daemon.client().sock_list(netns=zoo.name, kinds=["unix"])
+    by_inode = {s.inode: s for s in sockets}
+    tag = zoo.root.info["pid"]
+    abstract = {s.local for s in sockets if s.local and s.local.startswith("@")}
+    assert f"@zoo-{tag}-st\0x" in abstract  # the NUL inside the name survives the wire
+    connected = [s for s in sockets if s.peer_inode and s.peer_inode in by_inode]
+    assert connected
+    for s in connected:
+        peer = by_inode[s.peer_inode]  # type: ignore[index]
+        assert peer.peer_inode == s.inode
+        assert s.peer_processes == peer.processes
+    unnamed = [s for s in sockets if s.local is None]
+    assert unnamed and all(s.local_port is None and s.remote is None for s in unnamed)
+
+
+def test_sock_diag_and_proc_net_agree(zoo: Zoo) -> None:
+    fd = os.open(os.path.join(NETNS_DIR, zoo.name), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        diag = sockdiag.run_in_netns(fd, sockdiag.DiagSocket.open)
+        with diag:
+            for family, protocol, table in [
+                (socket.AF_INET, socket.IPPROTO_TCP, "tcp"),
+                (socket.AF_INET6, socket.IPPROTO_TCP, "tcp6"),
+                (socket.AF_INET, socket.IPPROTO_UDP, "udp"),
+                (socket.AF_INET6, socket.IPPROTO_UDP, "udp6"),
+            ]:
+                kernel = {
+                    r
+                    for c in diag.inet(family, protocol, sockdiag.ALL_STATES)
+                    for r in zip(*c, strict=True)
+                }
+                with sockdiag.run_in_netns(
+                    fd, functools.partial(sockdiag.open_proc_net, table)
+                ) as file:
+                    parsed = {
+                        r
+                        for c in sockdiag.proc_net_inet(file, family, sockdiag.ALL_STATES)
+                        for r in zip(*c, strict=True)
+                    }
+
+                # TIME-WAIT sockets (inode 0) show their sub-state in sock_diag, 6 in /proc; the
+                # queues of listeners are counted differently (backlog vs 0).
+                def key(r: tuple[Any, ...]) -> tuple[Any, ...]:
+                    return (r[0], r[3], r[4], r[5], r[6], r[7], r[8])
+
+                assert {key(r) for r in kernel if r[3]} == {key(r) for r in parsed if r[3]}, table
+            unix = {r for c in diag.unix(sockdiag.ALL_STATES) for r in zip(*c, strict=True)}
+            with sockdiag.run_in_netns(fd, lambda: sockdiag.open_proc_net("unix")) as file:
+                parsed_unix = {
+                    r
+                    for c in sockdiag.proc_net_unix(file, sockdiag.ALL_STATES)
+                    for r in zip(*c, strict=True)
+                }
+
+            # /proc/net/unix prints an abstract name's NULs as @.
+            def unix_key(r: tuple[Any, ...]) -> tuple[Any, ...]:
+                name = r[5]
+                if name is not None and name[:1] == b"\0":
+                    name = b"\0" + name[1:].replace(b"\0", b"@")
+                return (r[0], r[1], r[4], name)
+
+            assert {unix_key(r) for r in unix} == {unix_key(r) for r in parsed_unix}
+    finally:
+        os.close(fd)
+
+
+def test_raw_sockets_fall_back_to_proc_net_and_say_so(shared_daemon: Daemon, zoo: Zoo) -> None:
+    def has_raw_diag() -> bool:
+        with sockdiag.DiagSocket.open() as diag:
+            try:
+                list(diag.inet(socket.AF_INET, socket.IPPROTO_RAW, sockdiag.ALL_STATES))
+            except sockdiag.SockDiagUnavailable:
+                return False
+        return True
+
+    sockets, result = shared_daemon.client().sock_list(netns=zoo.name, kinds=["raw"])
+    assert [(s.kind, s.local, s.local_port) for s in sockets] == [("raw", ANY, 1)]
+    assert ("raw" in result.proc_fallback) == (not has_raw_diag())
+    assert "tcp" not in result.proc_fallback
+
+
+# Policy, with real uids ------------------------------------------------------------------------------
+
+LIST_AS_USER = """
+import json
+from sockctl import Client
+rows, result = Client().sock_list(netns={name!r})
+print(json.dumps({{"scope": result.process_scope, "rows": {{
+    str(r.inode): [[p.pid, p.name] for p in r.processes or []] for r in rows if r.inode}}}}))
+"""
+
+
+def test_outsider_sees_every_address_but_only_own_processes(
+    shared_daemon: Daemon, zoo: Zoo, user_python: tuple[str, str]
+) -> None:
+    root_view, _ = shared_daemon.client().sock_list(netns=zoo.name)
+    seen = as_user(OUTSIDER, user_python, LIST_AS_USER.format(name=zoo.name), shared_daemon.socket)
+    assert seen["scope"] == "own"
+    assert set(seen["rows"]) == {str(s.inode) for s in root_view if s.inode}
+    outsider = zoo.outsider.info["pid"]
+    shown = {pid for held in seen["rows"].values() for pid, _ in held}
+    assert shown == {outsider}
+    for s in root_view:
+        mine = [p.pid for p in s.processes or [] if p.pid == outsider]
+        if s.inode:
+            assert [pid for pid, _ in seen["rows"][str(s.inode)]] == mine
+
+
+def test_monitor_sees_other_users_processes(
+    shared_daemon: Daemon, zoo: Zoo, user_python: tuple[str, str]
+) -> None:
+    root_view, _ = shared_daemon.client().sock_list(netns=zoo.name)
+    seen = as_user(MONITOR, user_python, LIST_AS_USER.format(name=zoo.name), shared_daemon.socket)
+    assert seen["scope"] == "all"
+    expected = {
+        str(s.inode): sorted([p.pid, p.name] for p in s.processes or [])
+        for s in root_view
+        if s.inode
+    }
+    assert {k: sorted(v) for k, v in seen["rows"].items()} == expected
+
+
+def test_pid_filter_never_reveals_other_users_sockets(
+    shared_daemon: Daemon, zoo: Zoo, user_python: tuple[str, str]
+) -> None:
+    root_pid, outsider_pid = zoo.root.info["pid"], zoo.outsider.info["pid"]
+    code = f"""
+import json
+from sockctl import Client
+c = Client()
+print(json.dumps([len(c.sock_list(netns={zoo.name!r}, pid=pid, processes=procs)[0])
+                  for pid in ({root_pid}, {outsider_pid}) for procs in (True, False)]))
+"""
+    counts = as_user(OUTSIDER, user_python, code, shared_daemon.socket)
+    assert counts[:2] == [0, 0]
+    assert counts[2] == counts[3] > 0
+    client = shared_daemon.client()
+    held, _ = client.sock_list(netns=zoo.name, pid=outsider_pid)
+    assert len(held) == counts[2]
+    assert all(outsider_pid in {p.pid for p in s.processes or []} for s in held)
+
+
+def test_socket_visibility_own_hides_other_uids_sockets(
+    daemon_dir: Path, zoo: Zoo, user_python: tuple[str, str]
+) -> None:
+    from tests.conftest import DEFAULT_CONFIG
+
+    config = DEFAULT_CONFIG.replace(
+        "namespace_quota = 4", 'namespace_quota = 4\nsocket_visibility = "own"'
+    )
+    own = start_daemon(daemon_dir, config=config)
+    try:
+        code = f"""
+import json
+from sockctl import Client, PermissionDenied
+c = Client()
+rows, _ = c.sock_list(netns={zoo.name!r})
+try:
+    c.sock_list(netns={zoo.name!r}, uid=0)
+    refused = None
+except PermissionDenied as exc:
+    refused = exc.field
+print(json.dumps({{"uids": sorted({{r.uid for r in rows}}), "count": len(rows), "refused": refused}}))
+"""
+        seen = as_user(OUTSIDER, user_python, code, own.socket)
+        assert seen["uids"] == [OUTSIDER[0]]
+        assert seen["count"] > 0
+        assert seen["refused"] == "uid"
+        everything, _ = own.client().sock_list(netns=zoo.name)  # root still sees all
+        assert {s.uid for s in everything} >= {0, OUTSIDER[0]}
+    finally:
+        own.stop()
+
+
+# Namespaces -------------------------------------------------------------------------------------------
+
+
+def test_all_namespaces_tags_each_row(shared_daemon: Daemon) -> None:
+    names = [ns_name("all"), ns_name("all")]
+    alias = ns_name("alias")
+    listeners: list[socket.socket] = []
+    try:
+        for name in names:
+            _make_netns(name)
+            listeners.append(_in_netns(name, lambda: socket.create_server(("127.0.0.1", 0))))
+        # A second name for the first namespace: its sockets must be listed once.
+        alias_path = os.path.join(NETNS_DIR, alias)
+        os.close(os.open(alias_path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+        linux.mount(os.path.join(NETNS_DIR, names[0]), alias_path, None, linux.MS_BIND)
+        host = socket.create_server(("127.0.0.1", 0))
+        listeners.append(host)
+        sockets, result = shared_daemon.client().sock_list(
+            all_netns=True, kinds=["tcp"], states=["listening"], processes=False
+        )
+        ports = [lst.getsockname()[1] for lst in listeners]
+        tagged = sorted(
+            ((s.local_port, s.netns) for s in sockets if s.local_port in ports), key=str
+        )
+        # A namespace with two names is listed once, under the first name in sorted order.
+        first = min(names[0], alias)
+        assert tagged == sorted(
+            [(ports[0], first), (ports[1], names[1]), (ports[2], None)], key=str
+        )
+        assert result.namespaces[0] is None
+        assert {first, names[1]} <= set(result.namespaces)
+        assert max(names[0], alias) not in result.namespaces
+    finally:
+        for lst in listeners:
+            lst.close()
+        with contextlib.suppress(OSError):
+            linux.umount2(os.path.join(NETNS_DIR, alias), linux.MNT_DETACH)
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(NETNS_DIR, alias))
+        for name in names:
+            _delete_netns(name)
+
+
+# Filters ----------------------------------------------------------------------------------------------
+
+
+def test_filters_select_like_ss(shared_daemon: Daemon, zoo: Zoo) -> None:
+    client = shared_daemon.client()
+    port = zoo.root.info["l4"]
+    by_port, _ = client.sock_list(netns=zoo.name, local_port=port, processes=False)
+    assert by_port and all(s.local_port == port and s.kind == "tcp" for s in by_port)
+    listening, _ = client.sock_list(netns=zoo.name, states=["listen"], kinds=["tcp", "unix"])
+    assert listening and {s.state for s in listening} == {"listening"}
+    connected, _ = client.sock_list(netns=zoo.name, states=["connected"], kinds=["tcp"])
+    assert connected and not {s.state for s in connected} & {"listening", "closed"}
+    v6, _ = client.sock_list(netns=zoo.name, families=["inet6"])
+    assert v6 and {s.family for s in v6} == {"inet6"}
+    to_l6, _ = client.sock_list(netns=zoo.name, remote_address="::1/128")
+    assert to_l6 and all(s.remote == "::1" for s in to_l6)
+    abstract, _ = client.sock_list(netns=zoo.name, local_address="@zoo-*")
+    assert len(abstract) == 6 and all(s.kind == "unix" for s in abstract)
+    outsider, _ = client.sock_list(netns=zoo.name, uid=OUTSIDER[0])
+    assert outsider and {s.uid for s in outsider} == {OUTSIDER[0]}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "field"),
+    [
+        ({"states": ["bogus"]}, InvalidRequest, "states.0"),
+        ({"local_port": 70000}, InvalidRequest, "local_port"),
+        ({"remote_port": -1}, InvalidRequest, "remote_port"),
+        ({"local_address": "10.0.0.300"}, InvalidRequest, "local_address"),
+        ({"remote_address": "/run/*"}, InvalidRequest, "remote_address"),
+        ({"kinds": ["sctp"]}, InvalidRequest, "kinds.0"),
+        ({"netns": "no-such-namespace-here"}, NotFound, "netns"),
+        ({"netns": "bad/name"}, InvalidRequest, "netns"),
+        ({"netns": "x", "all_netns": True}, InvalidRequest, "netns"),
+    ],
+)
+def test_bad_filters_are_named_errors(
+    shared_daemon: Daemon, kwargs: dict[str, Any], error: type[Exception], field: str
+) -> None:
+    with pytest.raises(error) as caught:
+        shared_daemon.client().sock_list(**kwargs)
+    assert caught.value.field == field  # type: ignore[attr-defined]
+
+
+def test_cli_bad_filters_exit_codes(shared_daemon: Daemon) -> None:
+    bad_port = sockctl(shared_daemon, "sock", "list", "--sport", "70000")
+    assert bad_port.returncode == 9
+    assert "local_port" in bad_port.stderr
+    unknown = sockctl(shared_daemon, "--json", "sock", "list", "-N", "no-such-namespace-here")
+    assert unknown.returncode == 5
+    assert json.loads(unknown.stderr)["error"]["field"] == "netns"
+    state = sockctl(shared_daemon, "sock", "list", "--state", "bogus")
+    assert state.returncode == 2  # click names the option and the choices
+
+
+# Streaming ---------------------------------------------------------------------------------------------
+
+
+def test_large_listing_streams_in_bounded_messages(shared_daemon: Daemon) -> None:
+    name = ns_name("many")
+    count = 3000
+    sockets: list[socket.socket] = []
+    _make_netns(name)
+    try:
+
+        def bind_all() -> list[socket.socket]:
+            made = []
+            for _ in range(count):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s.bind(("127.0.0.1", 0))
+                made.append(s)
+            return made
+
+        sockets = _in_netns(name, bind_all)
+        raw = connect_raw(shared_daemon.socket)
+        try:
+            raw.send(json.dumps({"proto": 1, "op": "sock.list", "netns": name}).encode())
+            messages = []
+            while True:
+                data = raw.recv(MAX_MESSAGE + 1)
+                assert 0 < len(data) <= MAX_MESSAGE
+                message = json.loads(data)
+                messages.append(message)
+                if not message["more"]:
+                    break
+        finally:
+            raw.close()
+        assert len(messages) >= 5
+        batches = [batch for message in messages for batch in message["items"]]
+        fast = [row for batch in batches for row in sock_batch_rows(sock_batch_from_wire(batch))]
+        # The fast decoder agrees with the generic, field-by-field one.
+        generic = [from_wire(SockBatch, batch) for batch in batches]
+        assert sum(len(b.inode) for b in generic) == len(fast) == count
+        assert [s.inode for s in fast] == [i for b in generic for i in b.inode]
+        ports = {s.getsockname()[1] for s in sockets}
+        assert {s.local_port for s in fast} == ports
+        assert messages[-1]["result"]["count"] == count
+        assert all(s.processes == [] or s.processes for s in fast)
+        pids = {p.pid for s in fast for p in s.processes or []}
+        assert pids == {os.getpid()}
+    finally:
+        for s in sockets:
+            s.close()
+        _delete_netns(name)
+
+
+def test_state_names_agree_everywhere() -> None:
+    """The Literal the daemon validates, the ss names and groups, and the CLI's choices."""
+    import typing
+
+    from sockctl import cli
+    from sockctl.protocol import SOCK_STATE_GROUPS, SOCK_STATES, SockStateFilter
+
+    names = [*SOCK_STATES, *SOCK_STATE_GROUPS]
+    assert list(typing.get_args(SockStateFilter)) == names
+    assert names == cli._STATE_CHOICES
+
+
+def test_batch_decoder_rejects_contract_breaks() -> None:
+    good = {
+        "kind": "tcp",
+        "family": "inet",
+        "type": ["stream"],
+        "state": ["listening"],
+        "recv_q": [0],
+        "send_q": [128],
+        "local": ["127.0.0.1"],
+        "local_port": [80],
+        "remote": [ANY],
+        "remote_port": [0],
+        "inode": [1234],
+        "uid": [0],
+        "from_a_newer_daemon": [1],
+    }
+    (row,) = sock_batch_rows(sock_batch_from_wire(good))
+    assert row == SockInfo(
+        "tcp", "inet", "stream", "listening", 0, 128, "127.0.0.1", 80, ANY, 0, 1234, 0
+    )
+    for broken in [
+        {**good, "recv_q": [True]},
+        {**good, "inode": ["1234"]},
+        {**good, "uid": [0, 1]},
+        {**good, "kind": "sctp"},
+        {**good, "type": ["bogus"]},
+        {**good, "processes": [[{"pid": 1, "name": "x", "fd": "3"}]]},
+        {k: v for k, v in good.items() if k != "state"},
+        [good],
+    ]:
+        with pytest.raises(WireTypeError):
+            sock_batch_from_wire(broken)
+
+
+# Summary and CLI ---------------------------------------------------------------------------------------
+
+
+def test_summary_counts_what_list_lists(shared_daemon: Daemon, zoo: Zoo) -> None:
+    client = shared_daemon.client()
+    sockets, _ = client.sock_list(netns=zoo.name, processes=False)
+    counts, result = client.sock_summary(netns=zoo.name)
+    listed = Counter((s.kind, s.family, s.state) for s in sockets)
+    assert {(c.kind, c.family, c.state): c.count for c in counts} == dict(listed)
+    assert result.total == len(sockets)
+    assert {c.netns for c in counts} == {zoo.name}
+
+
+def test_cli_prometheus_and_table(
+    shared_daemon: Daemon, zoo: Zoo, user_python: tuple[str, str]
+) -> None:
+    text = sockctl(shared_daemon, "sock", "summary", "-N", zoo.name, "--prometheus")
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert lines[0].startswith("# HELP sockd_sockets ")
+    assert lines[1] == "# TYPE sockd_sockets gauge"
+    sample = re.compile(
+        r'^sockd_sockets\{netns="([^"]*)",kind="(\w+)",family="(\w+)",state="([a-z0-9-]+)"\} (\d+)$'
+    )
+    parsed = [sample.match(line) for line in lines[2:]]
+    assert all(parsed), lines
+    total = sum(int(m.group(5)) for m in parsed if m)
+    _, result = shared_daemon.client().sock_summary(netns=zoo.name)
+    assert total == result.total
+    assert {m.group(1) for m in parsed if m} == {zoo.name}
+
+    table = sockctl(
+        shared_daemon, "sock", "list", "-N", zoo.name, who=OUTSIDER, user_python=user_python
+    )
+    assert table.returncode == 0, table.stderr
+    header, *rows = table.stdout.splitlines()
+    assert header.split()[:4] == ["Netid", "State", "Recv-Q", "Send-Q"]
+    assert any(f"pid={zoo.outsider.info['pid']}," in row for row in rows)
+    assert not any(f"pid={zoo.root.info['pid']}," in row for row in rows)
+    assert "other users hidden" in table.stderr
+    as_json = sockctl(shared_daemon, "--json", "sock", "list", "-N", zoo.name, "--no-processes")
+    payload = as_json.json()
+    assert payload["result"]["process_scope"] == "none"
+    assert all(row["processes"] is None for row in payload["sockets"])
