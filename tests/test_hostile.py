@@ -383,6 +383,42 @@ def test_descriptor_floods_are_refused_and_every_descriptor_closed() -> None:
         survives_twice(daemon, abuse)
 
 
+def test_empty_datagram_with_descriptors_during_an_exec_session() -> None:
+    # A session (ns.exec) reads its follow-ups itself; an empty datagram there reads as hang-up,
+    # and its descriptors used to stay open in the daemon.
+    with hostile_daemon() as daemon:
+        name = ns_name("session")
+        with daemon.client() as client:
+            client.ns_create(name)
+        r, w = os.pipe()
+        try:
+
+            def abuse() -> None:
+                with dial(daemon.socket) as sock:
+                    request = {
+                        "proto": 1,
+                        "op": "ns.exec",
+                        "name": name,
+                        "argv": ["/bin/sleep", "30"],
+                    }
+                    sock.send(json.dumps(request).encode())
+                    started = json.loads(sock.recv(MAX_MESSAGE))
+                    assert started["ok"] is True and started["more"] is True, started
+                    fds = array.array("i", [r, w] * (MAX_FDS // 2)).tobytes()
+                    sock.sendmsg([b""], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+                    # Read as a hang-up: the command is killed, and the session ends.
+                    while (reply := json.loads(sock.recv(MAX_MESSAGE))).get("more"):
+                        pass
+                    assert reply["ok"] is True and reply["result"]["signal"] == signal.SIGKILL
+
+            survives_twice(daemon, abuse)
+        finally:
+            os.close(r)
+            os.close(w)
+            with daemon.client() as client:
+                client.ns_delete(name, force=True)
+
+
 # Out of descriptors ---------------------------------------------------------------------------------------
 
 

@@ -31,7 +31,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sockctl import Client, SockdError, _wire
+from sockctl import Client, DaemonUnavailable, SockdError, _wire
 from sockctl.errors import ERROR_CLASSES, InvalidRequest, MessageTooLarge, RequestError
 from sockctl.protocol import (
     MAX_FDS,
@@ -379,3 +379,21 @@ def test_from_wire_checks_that_a_mapping_is_a_mapping() -> None:
     # Found by the properties above: dict-typed fields (ErrorInfo.details) took any JSON value.
     with pytest.raises(WireTypeError):
         from_wire(ErrorInfo, {"code": "busy", "message": "m", "details": [1]})
+
+
+def test_client_closes_descriptors_that_came_with_an_empty_datagram() -> None:
+    # An empty datagram reads as the daemon hanging up; what came with it used to stay open.
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    r, w = os.pipe()
+    try:
+        before = _fd_count()
+        fds = array.array("i", [r, w] * (MAX_FDS // 2)).tobytes()
+        a.sendmsg([b""], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+        with pytest.raises(DaemonUnavailable):
+            Client("/nonexistent")._read_reply(b, OPERATIONS["ping"])
+        assert _fd_count() == before
+    finally:
+        for fd in (r, w):
+            os.close(fd)
+        a.close()
+        b.close()
