@@ -36,7 +36,7 @@ PURGE ?=
 CREATE_GROUPS := for g in sockd sockd-monitor; do getent group $$g >/dev/null || groupadd --system $$g; done
 
 .PHONY: run test deps apt-deps test-deps groups venv test-venv lint pytest \
-	pytest-all-pythons bench clean install uninstall
+	pytest-all-pythons bench clean install uninstall soak fuzz bench-report
 
 deps: apt-deps groups
 
@@ -153,12 +153,32 @@ pytest: test-venv
 # The suite once per interpreter: 3.11 (the floor, Debian 12) and 3.12/3.13 where present.
 # The system tests (marker `system`) install the project into a booted container and run it with
 # the container's /usr/bin/python3, not the interpreter pytest runs on: they run once, on 3.11.
+# The soak (marker `soak`, 2 minutes of mixed traffic) proves the daemon, not the interpreter:
+# once, on 3.11, too.
 pytest-all-pythons: test-venv
 	@set -e; for v in $$(ls -d $(TEST_ROOT)/py3.* | sort); do \
 		echo "=== pytest on $$($$v/bin/python --version)"; \
 		if [ "$$v" = "$(TEST_VENV)" ]; then $$v/bin/pytest $(PYTEST_ARGS); \
-		else $$v/bin/pytest -m "not system" $(PYTEST_ARGS); fi; \
+		else $$v/bin/pytest -m "not system and not soak" $(PYTEST_ARGS); fi; \
 	done
+
+# The long variants of issue 7 (not part of `make test`):
+#   make soak          30 minutes of mixed traffic (SOAK_SECONDS=...)
+#   make fuzz          1 million coverage-guided inputs (FUZZ_INPUTS=...), with line coverage
+#   make bench-report  every benchmark, with its comparison tools, into bench/RESULTS.md + PNG
+SOAK_SECONDS ?= 1800
+FUZZ_INPUTS ?= 1000000
+
+soak: test-venv
+	SOCKD_SOAK_SECONDS=$(SOAK_SECONDS) $(TEST_VENV)/bin/pytest -m soak -s tests/test_soak.py
+
+fuzz: test-venv
+	@umask 022; $(TEST_VENV)/bin/pip install -q --disable-pip-version-check -e '.[fuzz]' 2>&1 | { grep -v '^WARNING: Location' || true; }
+	$(TEST_VENV)/bin/python bench/fuzz.py --inputs $(FUZZ_INPUTS) --output bench/FUZZ.md
+
+bench-report: test-venv
+	@umask 022; $(TEST_VENV)/bin/pip install -q --disable-pip-version-check -e '.[bench]' 2>&1 | { grep -v '^WARNING: Location' || true; }
+	$(TEST_VENV)/bin/python bench/report.py
 
 test: lint pytest-all-pythons
 

@@ -70,17 +70,17 @@ def timed(cycles: int, fn: Callable[[], None]) -> list[float]:
     return times
 
 
-def run(*argv: str, env: dict[str, str] | None = None) -> None:
+def run_command(*argv: str, env: dict[str, str] | None = None) -> None:
     subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL)
 
 
 def ip_cycle() -> None:
-    run("ip", "link", "add", "sdb-ip", "type", "veth", "peer", "name", "eth9", "netns", NS)
-    run("ip", "addr", "add", HOST_ADDR, "dev", "sdb-ip")
-    run("ip", "-n", NS, "addr", "add", NS_ADDR, "dev", "eth9")
-    run("ip", "link", "set", "sdb-ip", "up")
-    run("ip", "-n", NS, "link", "set", "eth9", "up")
-    run("ip", "link", "del", "sdb-ip")
+    run_command("ip", "link", "add", "sdb-ip", "type", "veth", "peer", "name", "eth9", "netns", NS)
+    run_command("ip", "addr", "add", HOST_ADDR, "dev", "sdb-ip")
+    run_command("ip", "-n", NS, "addr", "add", NS_ADDR, "dev", "eth9")
+    run_command("ip", "link", "set", "sdb-ip", "up")
+    run_command("ip", "-n", NS, "link", "set", "eth9", "up")
+    run_command("ip", "link", "del", "sdb-ip")
 
 
 def raw_cycle() -> None:
@@ -157,12 +157,8 @@ def row(name: str, times: list[float]) -> str:
     return f"| {name} | {len(ms)} | {median:.2f} | {p90:.2f} | {1000 / median:.0f} |"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cycles", type=int, default=200)
-    parser.add_argument("--cli-cycles", type=int, default=20)
-    parser.add_argument("--pyroute2-python", help="an interpreter that can import pyroute2")
-    args = parser.parse_args()
+def run(cycles: int = 200, cli_cycles: int = 20, pyroute2_python: str | None = None) -> str:
+    """Measure every method in one run; the markdown tables."""
     if os.geteuid() != 0:
         raise SystemExit("run as root: it makes namespaces and veths")
 
@@ -181,17 +177,17 @@ def main() -> None:
                 client.ns_unlink(NS)
 
             def cli_cycle() -> None:
-                run(sys.executable, "-m", "sockctl", "ns", "link", NS, env=cli_env)
-                run(sys.executable, "-m", "sockctl", "ns", "unlink", NS, env=cli_env)
+                run_command(sys.executable, "-m", "sockctl", "ns", "link", NS, env=cli_env)
+                run_command(sys.executable, "-m", "sockctl", "ns", "unlink", NS, env=cli_env)
 
             timed(5, library_cycle)  # warm-up: first thread, first pool scan
-            results.append(("sockd library (link + unlink)", timed(args.cycles, library_cycle)))
-            results.append(("raw rtnl in-process", timed(args.cycles, raw_cycle)))
-            results.append(("iproute2, 6 `ip` runs", timed(max(args.cli_cycles, 20), ip_cycle)))
-            results.append(("sockctl CLI (2 runs)", timed(args.cli_cycles, cli_cycle)))
-            if args.pyroute2_python:
+            results.append(("sockd library (link + unlink)", timed(cycles, library_cycle)))
+            results.append(("raw rtnl in-process", timed(cycles, raw_cycle)))
+            results.append(("iproute2, 6 `ip` runs", timed(max(cli_cycles, 20), ip_cycle)))
+            results.append(("sockctl CLI (2 runs)", timed(cli_cycles, cli_cycle)))
+            if pyroute2_python:
                 out = subprocess.run(
-                    [args.pyroute2_python, "-c", PYROUTE2_CYCLE, NS, str(args.cycles)],
+                    [pyroute2_python, "-c", PYROUTE2_CYCLE, NS, str(cycles)],
                     capture_output=True,
                     text=True,
                     check=True,
@@ -200,22 +196,35 @@ def main() -> None:
             client.ns_delete(NS)
         # What each adds on top of the Linux layer the daemon had before links (sockd.linux).
         imports = [("sockd.rtnl", import_time(sys.executable, "sockd.rtnl", env, "sockd.linux"))]
-        if args.pyroute2_python:
-            imports.append(("pyroute2", import_time(args.pyroute2_python, "pyroute2", env)))
+        if pyroute2_python:
+            imports.append(("pyroute2", import_time(pyroute2_python, "pyroute2", env)))
     finally:
         subprocess.run(["ip", "netns", "del", NS], check=False, stderr=subprocess.DEVNULL)
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(15)
         shutil.rmtree(directory, ignore_errors=True)
 
-    print(f"## Link make + remove cycle ({os.uname().release}, Python {sys.version.split()[0]})\n")
-    print("| method | cycles | median ms | p90 ms | cycles/s |")
-    print("|---|---|---|---|---|")
-    for name, times in results:
-        print(row(name, times))
-    print("\n| import (on top of a loaded daemon) | median ms |\n|---|---|")
-    for name, seconds in imports:
-        print(f"| `import {name}` | {seconds * 1000:.1f} |")
+    lines = [
+        f"Link make + remove cycle ({os.uname().release}, Python {sys.version.split()[0]})",
+        "",
+        "| method | cycles | median ms | p90 ms | cycles/s |",
+        "|---|---|---|---|---|",
+        *(row(name, times) for name, times in results),
+        "",
+        "| import (on top of a loaded daemon) | median ms |",
+        "|---|---|",
+        *(f"| `import {name}` | {seconds * 1000:.1f} |" for name, seconds in imports),
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cycles", type=int, default=200)
+    parser.add_argument("--cli-cycles", type=int, default=20)
+    parser.add_argument("--pyroute2-python", help="an interpreter that can import pyroute2")
+    args = parser.parse_args()
+    print(run(args.cycles, args.cli_cycles, args.pyroute2_python))
 
 
 if __name__ == "__main__":

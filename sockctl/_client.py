@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import socket
+import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
@@ -536,9 +537,11 @@ class Client:
                     kept.extend(fds)
                 else:
                     _wire.close_all(fds)  # not the contract: never keep what we did not ask for
-                if not message.get("ok"):
+                if message.get("ok") is not True:
                     raise error_from(message)
                 raw_items = message.get("items", [])
+                if not isinstance(raw_items, list) or (raw_items and operation.item is None):
+                    raise ProtocolError("sockd sent items that break the contract")
                 if decode_items is None:
                     items.extend(decode(operation.item, raw) for raw in raw_items)
                 else:
@@ -550,7 +553,12 @@ class Client:
                         ) from exc
                 if not message.get("more"):
                     raw_result = message.get("result")
-                    result = None if raw_result is None else decode(operation.reply, raw_result)
+                    # A summary this client has no type for comes from a newer daemon: ignore it.
+                    result = (
+                        None
+                        if raw_result is None or operation.reply is None
+                        else decode(operation.reply, raw_result)
+                    )
                     on_error.pop_all()
                     return items, result, kept
         raise DaemonUnavailable("sockd closed the connection before answering")
@@ -559,6 +567,7 @@ class Client:
         while True:
             message, fds = read_message(sock, self.timeout)
             if message is None:
+                _wire.close_all(fds)  # sent with an empty datagram, which reads as hang-up
                 return
             yield message, fds
 
@@ -575,9 +584,16 @@ class Client:
 
 def _connect_socket(path: str, timeout: float | None) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-    sock.settimeout(timeout)
     try:
+        # A blocking connect waits for room in the daemon's listen backlog (a burst of clients),
+        # bounded by SO_SNDTIMEO; a non-blocking one would fail at once with EAGAIN.
+        if timeout is not None:
+            seconds = max(timeout, 0.001)  # a zero timeval would mean "wait forever"
+            whole = int(seconds)
+            timeval = struct.pack("ll", whole, int((seconds - whole) * 1e6))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
         sock.connect(path)
+        sock.settimeout(timeout)
     except BaseException as exc:
         sock.close()
         raise _connect_error(path, exc) from exc
@@ -596,7 +612,7 @@ def _connect_error(path: str, exc: BaseException) -> BaseException:
     if isinstance(exc, TimeoutError):
         return DaemonTimeout(f"connecting to {path} timed out")
     if isinstance(exc, OSError) and exc.errno == errno.EAGAIN:
-        return DaemonUnavailable(f"sockd at {path} has a full backlog; try again")
+        return DaemonTimeout(f"sockd at {path} did not accept the connection in time (busy)")
     if isinstance(exc, OSError):
         return DaemonUnavailable(f"cannot connect to {path}: {exc}")
     return exc

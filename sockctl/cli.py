@@ -237,6 +237,11 @@ def ns_delete(state: State, name: str, force: bool, yes: bool) -> None:
     def text() -> str:
         if not reply.still_alive:
             return f"deleted {reply.name}"
+        if not reply.pids and not reply.hidden_pids:
+            return (
+                f"deleted the name {reply.name}; {reply.pinned_mounts} bind mounts elsewhere keep "
+                f"it alive (the daemon's log says where)"
+            )
         pids = " ".join(map(str, reply.pids)) or "-"
         return f"deleted the name {reply.name}; processes still inside keep it alive: {pids}" + (
             f" (+{reply.hidden_pids} of other users)" if reply.hidden_pids else ""

@@ -531,6 +531,8 @@ class NsDeleteReply:
     """Processes that were still inside (visible to the caller); they keep the namespace alive."""
     hidden_pids: int
     still_alive: bool
+    pinned_mounts: int = 0
+    """Bind mounts of it (often in other mount namespaces) that keep it alive without its name."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -883,7 +885,10 @@ def from_wire(tp: Any, value: Any) -> Any:
         _expect(value, list, tp)
         (inner,) = typing.get_args(tp)
         return [from_wire(inner, item) for item in value]
-    if origin is dict or tp is Any:
+    if origin is dict:
+        _expect(value, dict, tp)
+        return value
+    if tp is Any:
         return value
     if origin is Literal:
         if value not in typing.get_args(tp):

@@ -31,6 +31,7 @@ from sockctl.protocol import (
     to_wire,
 )
 from sockctl.schema import request_adapter
+from sockd import linux
 from sockd.config import Config
 from sockd.dispatch import TABLE, Call, Fds, Listing, Session, WithFds
 from sockd.execution import Executor
@@ -158,6 +159,19 @@ class Daemon:
         for name in self.policy.unknown_groups:
             self.log.warning(
                 f"group or user {name} named in the policy does not exist", SOCKD_GROUP=name
+            )
+        self._warn_descriptors()
+
+    def _warn_descriptors(self) -> None:
+        """Say at start and reload if the limits admit more connections than descriptors allow."""
+        connections = self.config.limits.max_connections
+        needed = 2 * connections + 64  # a socket and a pidfd per connection, and some to work with
+        available = linux.raise_nofile_limit()
+        if needed > available:
+            self.log.warning(
+                f"limits.max_connections = {connections} needs about {needed} file descriptors, "
+                f"but sockd may open {available} (LimitNOFILE=): past that, clients are refused "
+                f"with too_many_connections"
             )
 
     def handle(
@@ -383,6 +397,7 @@ class _Channel:
         except OSError:
             return None  # reset, or gone: the same to a session
         if not data:
+            _wire.close_all(fds)  # an empty datagram reads as hang-up: its descriptors go too
             return None
         prepared = self._daemon.prepare(self._peer, data, fds)
         _wire.close_all(prepared.fds)  # follow-ups take none (prepare refused any already)

@@ -6,11 +6,13 @@ Operation modules call these functions and never touch ctypes or raw constants. 
 Python 3.11 has no ``os.unshare``/``os.setns`` (3.12 does); the fallback goes through libc.
 """
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
 import fcntl
 import os
+import resource
 import signal
 import socket
 import struct
@@ -118,6 +120,17 @@ def is_namespace_mount(path: str) -> bool:
         return False
 
 
+def raise_nofile_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard one (systemd's default soft limit is 1024, too few
+    for the connections the limits admit); the soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return soft
+
+
 NS_THREAD_NAME = "sockd-ns"
 """The name of :func:`run_in_thread`'s threads, the only ones allowed to change namespaces."""
 
@@ -210,6 +223,9 @@ class Credentials:
     gid: int
     groups: tuple[int, ...]
     pidfd: int | None
+    exited: bool = False
+    """The peer had already exited when it was identified (SO_PEERPIDFD: ESRCH), so ``pid`` may
+    name another process by now. Its requests still count: it sent them while it lived."""
 
 
 def peer_credentials(sock: socket.socket) -> Credentials:
@@ -219,7 +235,8 @@ def peer_credentials(sock: socket.socket) -> Credentials:
     """
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     pid, uid, gid = struct.unpack("3i", raw)
-    return Credentials(pid, uid, gid, _peer_groups(sock), _peer_pidfd(sock))
+    pidfd, exited = _peer_pidfd(sock)
+    return Credentials(pid, uid, gid, _peer_groups(sock), pidfd, exited)
 
 
 def _peer_groups(sock: socket.socket) -> tuple[int, ...]:
@@ -238,12 +255,15 @@ def _peer_groups(sock: socket.socket) -> tuple[int, ...]:
         return tuple(struct.unpack(f"{count}I", raw[: count * 4]))
 
 
-def _peer_pidfd(sock: socket.socket) -> int | None:
+def _peer_pidfd(sock: socket.socket) -> tuple[int | None, bool]:
+    """(pidfd, whether the peer is known to have exited already)."""
     try:
-        return sock.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD)
+        return sock.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD), False
     except OSError as exc:
-        if exc.errno in (errno.ENOPROTOOPT, errno.EINVAL, errno.ESRCH):
-            return None  # kernel older than 6.5, or the peer already exited
+        if exc.errno == errno.ESRCH:
+            return None, True  # the peer exited between connect and accept
+        if exc.errno in (errno.ENOPROTOOPT, errno.EINVAL):
+            return None, False  # kernel older than 6.5
         raise
 
 
@@ -283,6 +303,36 @@ def processes_in_netns(identity: tuple[int, int], proc: str = "/proc") -> list[t
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
     return found
+
+
+def netns_mount_holders(identity: tuple[int, int], proc: str = "/proc") -> list[tuple[int, str]]:
+    """Bind mounts of the network namespace ``identity`` in any mount namespace: (pid, mount point).
+
+    A namespace whose name was deleted lives on while such a mount exists (``mount --bind
+    /run/netns/X /elsewhere``, often in another mount namespace, where ours cannot reach). Each mount
+    namespace's ``mountinfo`` is read once, through one of its processes; nsfs mounts show their
+    namespace as the root field ``net:[INODE]``. Processes vanish mid-walk: skipped on purpose.
+    """
+    wanted = f" net:[{identity[1]}] ".encode()
+    seen: set[tuple[int, int]] = set()
+    holders: list[tuple[int, str]] = []
+    for pid in pids(proc):
+        try:
+            st = os.stat(f"{proc}/{pid}/ns/mnt")
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            with open(f"{proc}/{pid}/mountinfo", "rb") as mountinfo:
+                data = mountinfo.read()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        if wanted not in data:  # the common case, without splitting thousands of lines
+            continue
+        for line in data.decode(errors="replace").splitlines():
+            fields = line.split(" ")
+            if len(fields) > 4 and f" {fields[3]} ".encode() == wanted and " - nsfs " in line:
+                holders.append((pid, fields[4]))
+    return holders
 
 
 def count_processes_by_netns(proc: str = "/proc") -> dict[tuple[int, int], int]:

@@ -57,7 +57,7 @@ def from_systemd() -> Listener | None:
     return Listener(sock, None)
 
 
-def bind(path: str, mode: int = 0o666, backlog: int = 128) -> Listener:
+def bind(path: str, mode: int = 0o666, backlog: int = socket.SOMAXCONN) -> Listener:
     """Bind and listen on ``path``, replacing a stale socket file left by a dead daemon.
 
     A file that is not a socket is never removed; a socket another daemon answers on is never taken.

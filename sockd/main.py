@@ -1,6 +1,7 @@
 """``sockd``: the command line of the daemon."""
 
 import contextlib
+import errno
 import fcntl
 import os
 import sys
@@ -149,8 +150,12 @@ def _run(
 
     log = Logger(log_target, log_level)  # type: ignore[arg-type]
     notify = _notifier()
-    Path(state_dir).mkdir(mode=0o755, parents=True, exist_ok=True)
-    lock = os.open(Path(state_dir) / "sockd.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        Path(state_dir).mkdir(mode=0o755, parents=True, exist_ok=True)
+        lock = os.open(Path(state_dir) / "sockd.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        log.error(_unusable(state_dir, exc))
+        return 1
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -162,15 +167,19 @@ def _run(
         log.error(str(exc))
         return 1
     try:
-        daemon = Daemon(
-            config,
-            config_path=config_path,
-            state_dir=state_dir,
-            log=log,
-            netns_dir=netns_dir,
-            pause_at=pause_at,
-        )
-        daemon.reconcile()
+        try:
+            daemon = Daemon(
+                config,
+                config_path=config_path,
+                state_dir=state_dir,
+                log=log,
+                netns_dir=netns_dir,
+                pause_at=pause_at,
+            )
+            daemon.reconcile()
+        except OSError as exc:
+            log.error(_unusable(exc.filename or state_dir, exc))
+            return 1
         server = Server(daemon, listener.sock, lambda: daemon.config.limits, log, notify)
 
         def reload() -> None:
@@ -194,6 +203,17 @@ def _run(
         os.close(lock)
     log.info("sockd stopped")
     return 0
+
+
+def _unusable(path: str, exc: OSError) -> str:
+    """The start-up refusal for a state or netns directory sockd cannot write (full /run, ...)."""
+    hint = {
+        errno.ENOSPC: f"the filesystem is full: free space or inodes there (df -h -i {path})",
+        errno.EDQUOT: "a disk quota is exhausted",
+        errno.EROFS: "the filesystem is read-only",
+        errno.EACCES: "permission denied (sockd runs as root: check the mount options and LSMs)",
+    }.get(exc.errno or 0, "fix that")
+    return f"cannot start: {path}: {exc.strerror}; {hint}, then start sockd again"
 
 
 def _notifier() -> Callable[[str], None]:

@@ -9,13 +9,14 @@ enters that UTS namespace too when the file exists. ``ns attach`` names the netw
 existing process instead of creating one.
 """
 
+import contextlib
 import errno
 import fcntl
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 from sockctl.errors import (
@@ -51,6 +52,9 @@ class Faults:
         "ns.create.unshared",
         "ns.create.mounted",
         "ns.delete.unmounted",
+        # issue 7: attach (sockd/netns.py)
+        "ns.attach.recorded",
+        "ns.attach.placeholder",
         # issue 6: links (sockd/links.py)
         "link.recorded",
         "link.created",
@@ -119,10 +123,11 @@ class Namespaces:
                 raise AlreadyExists(f"namespace {name} already exists", field="name")
             # Ownership first: whatever a crash leaves behind from here on is owned and cleanable.
             record = Record(name=name, owner_uid=peer.uid, created=time.time(), hostname=hostname)
-            self.registry.write(record)
+            self._record(record)
             self.faults.point("ns.create.recorded")
             try:
                 self._make(path, loopback_up, self._new_uts(name) if hostname else None, hostname)
+                self._record(record.ready())
             except FileExistsError as exc:
                 # Someone else (`ip netns add`) made the name between our check and our open.
                 self.registry.remove(name)
@@ -132,11 +137,25 @@ class Namespaces:
                 self._discard_uts(name)
                 self.registry.remove(name)
                 if isinstance(exc, OSError):
-                    raise InternalError(f"cannot create namespace {name}: {exc.strerror}") from exc
+                    raise InternalError(
+                        f"cannot create namespace {name}: {exc.strerror}"
+                        + (f" ({exc.filename})" if exc.filename else ""),
+                        details={"errno": errno.errorcode.get(exc.errno or 0, "")},
+                    ) from exc
                 raise
-            self.registry.write(record.ready())
         # A namespace made a moment ago has no process inside: skip the /proc walk.
         return self._info(name, record.ready(), linux.ns_identity(path), counts={})
+
+    def _record(self, record: Record) -> None:
+        """Write a registry record; a full or broken state directory becomes a clear refusal."""
+        try:
+            self.registry.write(record)
+        except OSError as exc:
+            raise InternalError(
+                f"cannot record namespace {record.name} in {self.registry.directory}: "
+                f"{exc.strerror} (is the filesystem of the state directory full?)",
+                details={"errno": errno.errorcode.get(exc.errno or 0, "")},
+            ) from exc
 
     def _make(
         self, path: str, loopback_up: bool, uts_path: str | None, hostname: str | None
@@ -164,8 +183,10 @@ class Namespaces:
                 peer, record.owner_uid if record else 0, f"namespace {name}"
             )
             inside: list[tuple[int, int]] = []
+            identity = None
             if linux.is_namespace_mount(path):
-                inside = linux.processes_in_netns(linux.ns_identity(path), self.proc)
+                identity = linux.ns_identity(path)
+                inside = linux.processes_in_netns(identity, self.proc)
             visible, hidden = self._visible_pids(peer, inside)
             # An attached namespace belongs to the processes it was taken from: deleting removes
             # only the name, like `ip netns delete` of an `ip netns attach`ed one.
@@ -181,16 +202,27 @@ class Namespaces:
             self._discard(path)
             self._discard_uts(name)
             self.registry.remove(name)
-        return NsDeleteReply(name=name, pids=visible, hidden_pids=hidden, still_alive=bool(inside))
+        pins = linux.netns_mount_holders(identity, self.proc) if identity is not None else []
+        if pins:
+            where = ", ".join(
+                f"{mountpoint} (mount namespace of pid {pid})" for pid, mountpoint in pins
+            )
+            self.log.warning(
+                f"deleted the name {name}, but bind mounts keep the namespace alive: {where}",
+                SOCKD_NS=name,
+            )
+        return NsDeleteReply(
+            name=name,
+            pids=visible,
+            hidden_pids=hidden,
+            still_alive=bool(inside or pins),
+            pinned_mounts=len(pins),
+        )
 
     def _discard(self, path: str) -> None:
         """Unmount and remove a namespace file (or a bare placeholder), as ``ip netns del`` does."""
         with self._netns_dir_locked():
-            try:
-                linux.umount2(path, linux.MNT_DETACH)
-            except OSError as exc:
-                if exc.errno not in (errno.EINVAL, errno.ENOENT):  # EINVAL: not a mount point
-                    raise InternalError(f"cannot unmount {path}: {exc.strerror}") from exc
+            _unmount_all(path)
             self.faults.point("ns.delete.unmounted")
             try:
                 os.unlink(path)
@@ -198,10 +230,14 @@ class Namespaces:
                 pass
             except OSError as exc:
                 if exc.errno == errno.EBUSY:
-                    raise Busy(f"{path} is pinned by another mount namespace") from exc
+                    raise Busy(
+                        f"{path} is still a mount point after unmounting it {_MAX_STACKED} times; "
+                        f"see `findmnt {path}`",
+                        field="name",
+                    ) from exc
                 raise InternalError(f"cannot remove {path}: {exc.strerror}") from exc
 
-    @contextmanager
+    @contextlib.contextmanager
     def _netns_dir_locked(self) -> Iterator[None]:
         """The netns directory, prepared like iproute2 does and flock'ed against parallel ``ip``."""
         os.makedirs(self.netns_dir, mode=0o755, exist_ok=True)
@@ -230,13 +266,23 @@ class Namespaces:
 
     def identify(self, peer: Peer, pid: int | None) -> NsIdentifyReply:
         target = peer.pid if pid is None else pid
+        if pid is None and _caller_exited(peer):
+            # The caller exited and its pid may already name another process.
+            raise NotFound(f"the calling process {target} has exited", field="pid")
         try:
             identity = linux.ns_identity(f"{self.proc}/{target}/ns/net")
             owner = os.stat(f"{self.proc}/{target}").st_uid
         except (FileNotFoundError, ProcessLookupError) as exc:
             raise NotFound(f"no process with pid {target}", field="pid") from exc
-        if pid is None and peer.creds.pidfd is not None and not linux.pidfd_alive(peer.creds.pidfd):
-            # The caller exited and its pid may already name another process.
+        except PermissionError as exc:
+            # A process of another user namespace or under an LSM's ptrace rules (pid 1 of a
+            # container host, for one): even root's stat of its ns/net link is refused.
+            raise PermissionDenied(
+                f"the kernel does not let sockd look at the namespace of process {target}",
+                field="pid",
+            ) from exc
+        if pid is None and _caller_exited(peer):
+            # It exited while we looked: what we read may be another process's.
             raise NotFound(f"the calling process {target} has exited", field="pid")
         if owner != peer.uid and not self.policy().sees_all_processes(peer):
             raise PermissionDenied(
@@ -363,22 +409,29 @@ class Namespaces:
                     self.log.info(f"forgot namespace {name}: deleted outside sockd", SOCKD_NS=name)
             self._reconcile_uts()
             for entry in self._entries():
-                if not entry.mounted and _is_placeholder(entry.path):
-                    try:
-                        with self._netns_dir_locked():
+                if entry.mounted or not _is_placeholder(entry.path):
+                    continue
+                # Judged again under the directory's flock: `ip netns add` (or another sockd)
+                # holds it from placeholder to bind mount, so a placeholder seen unlocked may be a
+                # namespace being made right now, mounted by the time we get the lock.
+                try:
+                    with self._netns_dir_locked():
+                        if linux.is_namespace_mount(entry.path) or not _is_placeholder(entry.path):
+                            continue
+                        with contextlib.suppress(FileNotFoundError):  # `ip netns del` was faster
                             os.unlink(entry.path)
-                    except OSError as exc:
-                        # EBUSY: another mount namespace pins it. Starting matters more.
-                        self.log.error(
-                            f"cannot remove broken placeholder {entry.path}: {exc.strerror} "
-                            f"(a mount in another mount namespace pins it; `umount` it there)",
-                            SOCKD_NS=entry.name,
-                        )
-                        continue
-                    self.log.warning(
-                        f"removed broken placeholder {entry.path} (no namespace mounted on it)",
+                except OSError as exc:
+                    # EBUSY: another mount namespace pins it. Starting matters more.
+                    self.log.error(
+                        f"cannot remove broken placeholder {entry.path}: {exc.strerror} "
+                        f"(a mount in another mount namespace pins it; `umount` it there)",
                         SOCKD_NS=entry.name,
                     )
+                    continue
+                self.log.warning(
+                    f"removed broken placeholder {entry.path} (no namespace mounted on it)",
+                    SOCKD_NS=entry.name,
+                )
 
     # Attach, nsid, UTS, one namespace (issue 6) -------------------------------------------------
 
@@ -391,6 +444,8 @@ class Namespaces:
         gives them nothing they did not already have. Root may attach any.
         """
         target = peer.pid if pid is None else pid
+        if pid is None and _caller_exited(peer):
+            raise NotFound(f"the calling process {target} has exited", field="pid")
         try:
             with linux.PinnedProcess(
                 target, peer.creds.pidfd if pid is None else None, self.proc
@@ -432,11 +487,14 @@ class Namespaces:
                 raise AlreadyExists(f"namespace {name} already exists", field="name")
             # Ownership first, as in create: a crash leaves an owned, cleanable entry.
             record = Record(name=name, owner_uid=peer.uid, created=time.time(), attached=True)
-            self.registry.write(record)
+            self._record(record)
+            self.faults.point("ns.attach.recorded")
             try:
                 with self._netns_dir_locked():
                     os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0))
+                    self.faults.point("ns.attach.placeholder")
                     linux.bind_namespace_fd(netns_fd, path)
+                self._record(record.ready())
             except FileExistsError as exc:
                 self.registry.remove(name)
                 raise AlreadyExists(f"namespace {name} already exists", field="name") from exc
@@ -446,7 +504,6 @@ class Namespaces:
                 if isinstance(exc, OSError):
                     raise InternalError(f"cannot attach {name}: {exc.strerror}") from exc
                 raise
-            self.registry.write(record.ready())
         self.log.info(f"attached namespace {name} from pid {pid}", SOCKD_NS=name, SOCKD_PID=pid)
         return self._info(name, record.ready(), linux.ns_identity(path))
 
@@ -605,6 +662,30 @@ class Namespaces:
             return sorted(pid for pid, _ in inside), 0
         visible = sorted(pid for pid, uid in inside if uid == peer.uid)
         return visible, len(inside) - len(visible)
+
+
+_MAX_STACKED = 16
+"""Mounts stacked on one namespace file that a delete peels off (``mount --bind`` on itself)."""
+
+
+def _unmount_all(path: str) -> None:
+    """Unmount ``path`` until it is no mount point: with a second mount stacked on a namespace file
+    (``mount --bind /run/netns/X /run/netns/X``) one unmount left it, and the unlink then failed
+    with EBUSY. MNT_DETACH: a mount another mount namespace copied does not hold us up."""
+    for _ in range(_MAX_STACKED):
+        try:
+            linux.umount2(path, linux.MNT_DETACH)
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.ENOENT):  # EINVAL: not a mount point (any more)
+                return
+            raise InternalError(f"cannot unmount {path}: {exc.strerror}") from exc
+
+
+def _caller_exited(peer: Peer) -> bool:
+    """Whether the process that sent the request is gone (its pid may name another one now)."""
+    if peer.creds.exited:
+        return True
+    return peer.creds.pidfd is not None and not linux.pidfd_alive(peer.creds.pidfd)
 
 
 def _is_placeholder(path: str) -> bool:

@@ -6,12 +6,13 @@ reboot, exactly like the namespaces it describes. A record is written *before* t
 Links (``<state>/links/<id>.json``, :class:`LinkRegistry`) follow the same rules.
 """
 
+import errno
 import json
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 State = Literal["creating", "ready"]
 
@@ -32,69 +33,151 @@ class Record:
 
 
 class CorruptRecord(Exception):
-    """A registry file that cannot be read back; it was moved aside (``*.corrupt``)."""
+    """A registry file that cannot be read back."""
+
+
+_T = TypeVar("_T")
+
+
+class _Store(Generic[_T]):
+    """JSON files ``<directory>/<key>.json``, each with a mirror ``<state>/mirror/<kind>/<key>.json``.
+
+    Why a mirror: a record is the only place that says who owns a namespace or a link. If the file
+    is damaged on disk (an administrator's editor, a bad write), the record is restored from its
+    mirror and ownership is kept. Only when both copies are unreadable is the file quarantined
+    (``*.corrupt``, kept for the administrator) and ``on_corrupt`` told, loudly, what that means and
+    how to give it back.
+
+    Order: ``write`` writes the record, then its mirror; ``remove`` removes the mirror, then the
+    record. A crash between leaves a valid record with a stale or missing mirror (harmless), never a
+    mirror whose record was removed on purpose; so a mirror without a record means the record was
+    lost, and it is restored.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        parse: Callable[[str, bytes], _T],
+        on_corrupt: Callable[[str], None],
+        lost: Callable[[str, Path], str],
+    ) -> None:
+        self.directory = directory
+        self.mirror = directory.parent / "mirror" / directory.name
+        self.parse = parse
+        self.on_corrupt = on_corrupt
+        self.lost = lost
+        """The actionable message for a key whose record and mirror are both unreadable."""
+        for path in (self.directory, self.mirror):
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def path(self, key: str) -> Path:
+        return self.directory / f"{key}.json"
+
+    def write(self, key: str, data: bytes, *, mirrored: bool = True) -> None:
+        write_atomic(self.path(key), data)
+        if mirrored:
+            write_atomic(self.mirror / f"{key}.json", data)
+
+    def remove(self, key: str) -> None:
+        (self.mirror / f"{key}.json").unlink(missing_ok=True)
+        self.path(key).unlink(missing_ok=True)
+
+    def get(self, key: str) -> _T | None:
+        """The record of ``key``; None if there is none (or it could not be recovered)."""
+        primary, mirror = self.path(key), self.mirror / f"{key}.json"
+        try:
+            return self.parse(key, primary.read_bytes())
+        except FileNotFoundError:
+            if not mirror.exists():
+                return None
+            damage = "missing"
+        except CorruptRecord as exc:
+            damage = str(exc)
+        try:
+            raw = mirror.read_bytes()
+            record = self.parse(key, raw)
+        except (FileNotFoundError, CorruptRecord) as exc:
+            if primary.exists():
+                aside = quarantine(primary)
+                self.on_corrupt(
+                    f"registry file {primary} is {damage}, and its mirror {mirror} is "
+                    f"{'missing' if isinstance(exc, FileNotFoundError) else exc}; moved to "
+                    f"{aside}. {self.lost(key, aside)}"
+                )
+            if mirror.exists():
+                quarantine(mirror)
+            return None
+        write_atomic(primary, raw)
+        self.on_corrupt(f"registry file {primary} was {damage}; restored it from {mirror}")
+        return record
+
+    def keys(self) -> list[str]:
+        found = {p.stem for p in self.directory.glob("*.json")}
+        found |= {p.stem for p in self.mirror.glob("*.json")}
+        return sorted(found)
+
+    def records(self) -> list[_T]:
+        """Every readable (or recovered) record; what cannot be recovered is reported."""
+        found = []
+        for key in self.keys():
+            record = self.get(key)
+            if record is not None:
+                found.append(record)
+        return found
 
 
 class Registry:
-    """Files ``<directory>/<name>.json``. Callers serialize writers (the namespace lock)."""
+    """Namespace records ``<directory>/<name>.json``. Callers serialize writers (the lock)."""
 
     def __init__(self, directory: str, on_corrupt: Callable[[str], None]) -> None:
         self.directory = Path(directory)
-        self.on_corrupt = on_corrupt
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-
-    def _path(self, name: str) -> Path:
-        return self.directory / f"{name}.json"
+        self._store = _Store(self.directory, _parse_namespace, on_corrupt, _lost_namespace)
 
     def write(self, record: Record) -> None:
-        write_atomic(self._path(record.name), json.dumps(asdict(record)).encode())
+        # A record still "creating" lives for a millisecond and is rolled back if anything goes
+        # wrong: only finished ones are worth a mirror (it halves the writes of a create).
+        self._store.write(
+            record.name, json.dumps(asdict(record)).encode(), mirrored=record.state == "ready"
+        )
 
     def get(self, name: str) -> Record | None:
-        try:
-            raw = self._path(name).read_bytes()
-        except FileNotFoundError:
-            return None
-        try:
-            return self._parse(name, raw)
-        except CorruptRecord as exc:
-            self.on_corrupt(str(exc))
-            return None
+        return self._store.get(name)
 
     def remove(self, name: str) -> None:
-        self._path(name).unlink(missing_ok=True)
+        self._store.remove(name)
 
     def records(self) -> list[Record]:
-        """Every readable record. A corrupt file is moved aside and reported to ``on_corrupt``."""
-        found: list[Record] = []
-        for path in sorted(self.directory.glob("*.json")):
-            try:
-                found.append(self._parse(path.stem, path.read_bytes()))
-            except FileNotFoundError:
-                continue  # removed by a concurrent delete
-            except CorruptRecord as exc:
-                self.on_corrupt(str(exc))
-        return found
+        """Every readable record, by name; damaged files are restored from their mirrors."""
+        return self._store.records()
 
-    def _parse(self, name: str, raw: bytes) -> Record:
-        try:
-            data = json.loads(raw)
-            hostname = data.get("hostname")
-            record = Record(
-                name=str(data["name"]),
-                owner_uid=int(data["owner_uid"]),
-                created=float(data["created"]),
-                state=data["state"] if data["state"] in ("creating", "ready") else "creating",
-                hostname=None if hostname is None else str(hostname),
-                attached=bool(data.get("attached", False)),
-            )
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise self._quarantine(name, f"unreadable ({exc})") from exc
-        if record.name != name:
-            raise self._quarantine(name, f"names {record.name!r}")
-        return record
 
-    def _quarantine(self, name: str, why: str) -> "CorruptRecord":
-        return quarantine(self._path(name), why)
+def _parse_namespace(name: str, raw: bytes) -> Record:
+    try:
+        data = json.loads(raw)
+        hostname = data.get("hostname")
+        record = Record(
+            name=str(data["name"]),
+            owner_uid=int(data["owner_uid"]),
+            created=float(data["created"]),
+            state=data["state"] if data["state"] in ("creating", "ready") else "creating",
+            hostname=None if hostname is None else str(hostname),
+            attached=bool(data.get("attached", False)),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CorruptRecord(f"unreadable ({exc})") from exc
+    if record.name != name:
+        raise CorruptRecord(f"about another namespace ({record.name!r})")
+    return record
+
+
+def _lost_namespace(name: str, aside: Path) -> str:
+    return (
+        f"Namespace {name}, if it still exists, is now treated as made outside sockd (owned by "
+        f"root): its owner can no longer delete it, and it no longer counts against their quota. "
+        f"To give it back, repair the JSON in {aside} (name, owner_uid, created, state "
+        f'"ready") and move it to {aside.with_suffix(".json")}, then restart sockd; or delete the '
+        f"namespace as root."
+    )
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -104,17 +187,22 @@ def write_atomic(path: Path, data: bytes) -> None:
     # No fsync: the registry describes namespaces and links, which do not survive a reboot
     # either; what must hold is atomicity against a daemon crash, and the rename gives that.
     try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            if os.write(fd, data) != len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full filesystem must not collect half-written files
+        raise
 
 
-def quarantine(path: Path, why: str) -> CorruptRecord:
-    """Move an unreadable registry file aside (``*.corrupt``); the error to report."""
+def quarantine(path: Path) -> Path:
+    """Move an unreadable registry file aside (``*.corrupt``, for the administrator); where to."""
     aside = path.with_suffix(".corrupt")
     os.replace(path, aside)
-    return CorruptRecord(f"registry file {path} is {why}; moved to {aside}")
+    return aside
 
 
 # Links (issue 6) -----------------------------------------------------------------------------------
@@ -150,52 +238,51 @@ class LinkRegistry:
 
     def __init__(self, directory: str, on_corrupt: Callable[[str], None]) -> None:
         self.directory = Path(directory)
-        self.on_corrupt = on_corrupt
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-
-    def _path(self, link_id: str) -> Path:
-        return self.directory / f"{link_id}.json"
+        self._store = _Store(self.directory, _parse_link, on_corrupt, _lost_link)
 
     def write(self, record: LinkRecord) -> None:
-        write_atomic(self._path(record.id), json.dumps(asdict(record)).encode())
+        self._store.write(
+            record.id, json.dumps(asdict(record)).encode(), mirrored=record.state == "ready"
+        )
 
     def remove(self, link_id: str) -> None:
-        self._path(link_id).unlink(missing_ok=True)
+        self._store.remove(link_id)
 
     def records(self) -> list[LinkRecord]:
-        """Every readable record, oldest first. A corrupt file is moved aside and reported."""
-        found: list[LinkRecord] = []
-        for path in self.directory.glob("*.json"):
-            try:
-                found.append(self._parse(path))
-            except FileNotFoundError:
-                continue  # removed by a concurrent unlink
-            except CorruptRecord as exc:
-                self.on_corrupt(str(exc))
-        return sorted(found, key=lambda r: (r.created, r.id))
+        """Every readable record, oldest first; damaged files are restored from their mirrors."""
+        return sorted(self._store.records(), key=lambda r: (r.created, r.id))
 
-    def _parse(self, path: Path) -> LinkRecord:
-        raw = path.read_bytes()
-        try:
-            data = json.loads(raw)
-            record = LinkRecord(
-                id=str(data["id"]),
-                owner_uid=int(data["owner_uid"]),
-                ns=str(data["ns"]),
-                ifname=str(data["ifname"]),
-                peer_ns=_optional_str(data["peer_ns"]),
-                peer_ifname=str(data["peer_ifname"]),
-                address=_optional_str(data["address"]),
-                peer_address=_optional_str(data["peer_address"]),
-                pool_block=_optional_str(data["pool_block"]),
-                created=float(data["created"]),
-                state=data["state"] if data["state"] in ("creating", "ready") else "creating",
-            )
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise quarantine(path, f"unreadable ({exc})") from exc
-        if record.id != path.stem:
-            raise quarantine(path, f"names {record.id!r}")
-        return record
+
+def _lost_link(link_id: str, aside: Path) -> str:
+    return (
+        f"Link {link_id}, if its veth pair still exists, is no longer managed by sockd: it no "
+        f"longer counts against its owner's quotas, and its pool block may be handed out again "
+        f"once its addresses are gone. Repair the JSON in {aside} and move it to "
+        f"{aside.with_suffix('.json')}, then restart sockd; or remove the veth with `ip link del`."
+    )
+
+
+def _parse_link(link_id: str, raw: bytes) -> LinkRecord:
+    try:
+        data = json.loads(raw)
+        record = LinkRecord(
+            id=str(data["id"]),
+            owner_uid=int(data["owner_uid"]),
+            ns=str(data["ns"]),
+            ifname=str(data["ifname"]),
+            peer_ns=_optional_str(data["peer_ns"]),
+            peer_ifname=str(data["peer_ifname"]),
+            address=_optional_str(data["address"]),
+            peer_address=_optional_str(data["peer_address"]),
+            pool_block=_optional_str(data["pool_block"]),
+            created=float(data["created"]),
+            state=data["state"] if data["state"] in ("creating", "ready") else "creating",
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CorruptRecord(f"unreadable ({exc})") from exc
+    if record.id != link_id:
+        raise CorruptRecord(f"about another link ({record.id!r})")
+    return record
 
 
 def _optional_str(value: object) -> str | None:

@@ -19,6 +19,7 @@ reads every connection and answers cheap requests in place does not. So:
 
 import collections
 import contextlib
+import errno
 import os
 import selectors
 import signal
@@ -73,6 +74,12 @@ class Server:
         self._wake_r, self._wake_w = socket.socketpair()
         self._stopping = False
         self._last_activity = time.monotonic()
+        # One descriptor kept in reserve: out of descriptors (EMFILE), it is given up for a moment
+        # to accept a waiting connection and refuse it by name, instead of leaving it pending and
+        # the listener readable (which made the loop spin and flood the log).
+        self._reserve: int | None = _open_reserve()
+        self._fd_warning_at = -1e9
+        self._accept_paused = False
         # One thread per admissible connection at most: each connection has one request in flight.
         self._pool = ThreadPoolExecutor(
             max_workers=limits().max_connections + 1, thread_name_prefix="sockd-req"
@@ -106,6 +113,9 @@ class Server:
                     self.notify("WATCHDOG=1")
                     next_ping = now + watchdog
                 if now >= next_sweep:
+                    if self._accept_paused:
+                        self._selector.register(self.listener, selectors.EVENT_READ, "accept")
+                        self._accept_paused = False
                     self._sweep_idle(now)
                     self._maybe_idle_exit(now)
                     next_sweep = now + 0.25
@@ -172,6 +182,9 @@ class Server:
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()
+        if self._reserve is not None:
+            os.close(self._reserve)
+            self._reserve = None
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # Connections ----------------------------------------------------------------------------------
@@ -182,15 +195,52 @@ class Server:
                 sock, _ = self.listener.accept()
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 return
-            except OSError as exc:  # EMFILE and friends: keep serving the connections we have
-                self.log.error(f"accept failed: {exc.strerror}")
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE) and self._shed(exc):
+                    continue
+                # Keep serving the connections we have; new ones wait a moment (a listener left
+                # registered while accept fails would make the loop spin).
+                self._warn_fds(f"accept failed: {exc.strerror}")
+                self._selector.unregister(self.listener)
+                self._accept_paused = True
                 return
             self._admit(sock)
+
+    def _shed(self, exc: OSError) -> bool:
+        """Out of descriptors: accept one waiting connection on the reserve and refuse it by name."""
+        self._warn_fds(
+            f"out of file descriptors ({exc.strerror}): refusing new connections with "
+            f"too_many_connections; raise LimitNOFILE= or lower limits.max_connections"
+        )
+        if self._reserve is None:
+            self._reserve = _open_reserve()
+            return False
+        os.close(self._reserve)
+        self._reserve = None
+        try:
+            sock: socket.socket | None = self.listener.accept()[0]
+        except OSError:
+            sock = None
+        if sock is not None:
+            _refuse_out_of_fds(sock)
+        self._reserve = _open_reserve()
+        return sock is not None
+
+    def _warn_fds(self, message: str) -> None:
+        """At most one such error every 10 s: a flood of connections must not flood the log."""
+        now = time.monotonic()
+        if now - self._fd_warning_at >= 10:
+            self._fd_warning_at = now
+            self.log.error(message)
 
     def _admit(self, sock: socket.socket) -> None:
         try:
             creds = linux.peer_credentials(sock)
         except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):  # no descriptor left for its pidfd
+                self._warn_fds(f"out of file descriptors ({exc.strerror}) identifying a client")
+                _refuse_out_of_fds(sock)
+                return
             self.log.debug(f"peer vanished before it could be identified: {exc.strerror}")
             sock.close()
             return
@@ -251,6 +301,9 @@ class Server:
             self._forget(conn)
             return
         if not data:
+            # The end of the stream, or an empty datagram (SEQPACKET cannot tell them apart): either
+            # way the connection goes, and descriptors sent with an empty datagram go with it.
+            _wire.close_all(fds)
             self._forget(conn)
             return
         conn.last_active = time.monotonic()
@@ -308,6 +361,21 @@ class Server:
         self._returned.append(conn)
         with contextlib.suppress(OSError):
             self._wake_w.send(b"\0")
+
+
+def _refuse_out_of_fds(sock: socket.socket) -> None:
+    """Tell a client, by name, that the daemon has no descriptor left for it; close it."""
+    with sock, contextlib.suppress(OSError):
+        sock.setblocking(False)
+        refusal = TooManyConnections("sockd has run out of file descriptors; try again later")
+        _wire.send(sock, Daemon.error_reply(refusal))
+
+
+def _open_reserve() -> int | None:
+    try:
+        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
 
 
 def _close(sock: socket.socket, peer: Peer) -> None:

@@ -528,9 +528,10 @@ def assert_kernel_matches_registry(daemon: Daemon, user_python: UserPython) -> N
     assert quotas(daemon, user_python) == (len(records), 2 * len(pool))
 
 
-@pytest.mark.parametrize(
-    "step", ["link.recorded", "link.created", "link.configured", "unlink.deleted"]
-)
+LINK_STEPS = ["link.recorded", "link.created", "link.configured", "unlink.deleted"]
+
+
+@pytest.mark.parametrize("step", LINK_STEPS)
 def test_kill9_at_every_link_step_is_repaired_at_start(
     daemon_dir: Path, user_python: UserPython, step: str
 ) -> None:
