@@ -323,7 +323,9 @@ def netns_mount_holders(identity: tuple[int, int], proc: str = "/proc") -> list[
                 continue
             with open(f"{proc}/{pid}/mountinfo", "rb") as mountinfo:
                 data = mountinfo.read()
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
+        except OSError:
+            # Gone (ENOENT, ESRCH), not ours to read (EACCES), or exiting right now: the
+            # mountinfo of a process that became a zombie after the stat fails with EINVAL.
             continue
         seen.add((st.st_dev, st.st_ino))
         if wanted not in data:  # the common case, without splitting thousands of lines
