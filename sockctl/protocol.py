@@ -837,15 +837,30 @@ OPERATIONS: dict[str, Operation] = {
 """Every operation by its ``op`` name."""
 
 
+_SCALARS = (str, int, float, bool, type(None))
+
+
 def to_wire(value: Any) -> Any:
     """Turn a reply or request dataclass (recursively) into JSON-ready Python objects."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_wire(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, _SCALARS):  # the common case first: this runs once per field
+        return value
+    cls: Any = type(value)  # types are hashable; typeshed's type[Any] does not say so
+    names = _field_names(cls)
+    if names is not None:
+        return {name: to_wire(getattr(value, name)) for name in names}
     if isinstance(value, list | tuple):
         return [to_wire(item) for item in value]
     if isinstance(value, dict):
         return {str(key): to_wire(item) for key, item in value.items()}
     return value
+
+
+@functools.cache
+def _field_names(cls: Any) -> tuple[str, ...] | None:
+    """The field names of a dataclass type (None for other types), looked up once per type."""
+    if dataclasses.is_dataclass(cls):
+        return tuple(f.name for f in dataclasses.fields(cls))
+    return None
 
 
 class WireTypeError(ValueError):
