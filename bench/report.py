@@ -161,40 +161,58 @@ def tool_of(label: str) -> str | None:
     return None
 
 
-def listing_series(text: str) -> dict[str, list[tuple[int, float]]]:
-    """Time (ms) against N for each tool, from a socklist table in either orientation.
+@dataclass
+class Series:
+    """One tool's listing times: where it came from (row or column label), and (N, ms) points."""
+
+    label: str
+    points: list[tuple[int, float]]
+
+
+def listing(text: str) -> tuple[dict[str, Series], str]:
+    """Each tool's series from a socklist table in either orientation, and what N counts.
 
     Sizes down the first column and tools across (``| N | sockd ms | ss ms | psutil ms |``), or
     tools down and sizes across (``| method | 1 k | 10 k | 50 k |``). When a tool has several rows
-    or columns (``sockd`` and ``sockd -p``), the first one counts.
+    or columns (``lib`` and ``lib+proc``), the first one counts.
     """
-    series: dict[str, list[tuple[int, float]]] = {}
+    found: dict[str, Series] = {}
+    unit = "N"
     for table in markdown_tables(text):
         header, rows = table[0], table[1:]
         sizes_across = [parse_size(c) for c in header[1:]]
         if sizes_across and all(s is not None for s in sizes_across):
             for row in rows:
                 tool = tool_of(row[0])
-                if tool is None or tool in series:
+                if tool is None or tool in found:
                     continue
-                points = [(n, parse_ms(c)) for n, c in zip(sizes_across, row[1:], strict=False)]
-                series[tool] = [(n, ms) for n, ms in points if n is not None and ms is not None]
+                cells = zip(sizes_across, row[1:], strict=False)
+                points = [
+                    (n, ms) for n, c in cells if n is not None and (ms := parse_ms(c)) is not None
+                ]
+                found[tool] = Series(row[0], points)
             continue
         columns: dict[str, int] = {}  # each tool's first column
         for i, label in enumerate(header[1:], start=1):
             tool = tool_of(label)
-            if tool is not None and tool not in series:
+            if tool is not None and tool not in found:
                 columns.setdefault(tool, i)
         for row in rows:
             n = parse_size(row[0])
             for tool, i in columns.items():
                 ms = parse_ms(row[i]) if n is not None and i < len(row) else None
                 if n is not None and ms is not None:
-                    series.setdefault(tool, []).append((n, ms))
-    return {tool: sorted(points) for tool, points in series.items() if points}
+                    found.setdefault(tool, Series(header[i], [])).points.append((n, ms))
+                    unit = header[0] or unit
+    return {tool: Series(s.label, sorted(s.points)) for tool, s in found.items() if s.points}, unit
 
 
-def plot(series: dict[str, list[tuple[int, float]]], path: Path, subtitle: str) -> str | None:
+def listing_series(text: str) -> dict[str, list[tuple[int, float]]]:
+    """Time (ms) against N for each tool (see :func:`listing`)."""
+    return {tool: series.points for tool, series in listing(text)[0].items()}
+
+
+def plot(series: dict[str, Series], unit: str, path: Path, subtitle: str) -> str | None:
     """Draw the series (log-log); None on success, else why there is no plot."""
     try:
         import matplotlib
@@ -206,11 +224,12 @@ def plot(series: dict[str, list[tuple[int, float]]], path: Path, subtitle: str) 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for tool in TOOLS:
         if tool in series:
-            xs, ys = zip(*series[tool], strict=True)
-            ax.plot(xs, ys, marker="o", label=tool)
+            xs, ys = zip(*series[tool].points, strict=True)
+            label = series[tool].label.strip("`* ")
+            ax.plot(xs, ys, marker="o", label=tool if label == tool else f"{tool} ({label})")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("sockets (N)")
+    ax.set_xlabel(unit)
     ax.set_ylabel("time to list, ms (median)")
     ax.set_title(f"Socket listing time vs N\n{subtitle}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
@@ -269,14 +288,14 @@ def report(
             lines.append(as_markdown(text))
         if bench.module == LISTING:
             lines.append("")
-            series = listing_series(text or "")
+            series, unit = listing(text or "")
             missing = [t for t in TOOLS if t not in series]
             if text is None:
                 why: str | None = "no socklist benchmark yet"
             elif missing:
                 why = f"the socklist table has no {', '.join(missing)} series"
             else:
-                why = plot(series, plot_path, machine())
+                why = plot(series, unit, plot_path, machine())
             if why is None:
                 relative = os.path.relpath(plot_path, output.parent)
                 lines.append(f"![socket listing time vs N]({relative})")

@@ -305,6 +305,21 @@ def test_placeholder_of_a_namespace_being_made_is_left_alone_at_start(daemon_dir
         subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
 
 
+def test_pin_scan_skips_processes_that_vanish_mid_walk(tmp_path: Path) -> None:
+    # Found by the soak: a process exiting between the stat of its ns/mnt and the read of its
+    # mountinfo (EINVAL for a fresh zombie) made ns.delete answer internal_error.
+    for pid, mnt_ns in ((100, "a"), (200, "b"), (300, "c")):
+        (tmp_path / str(pid) / "ns").mkdir(parents=True)
+        (tmp_path / str(pid) / "ns" / "mnt").write_text(mnt_ns)
+    (tmp_path / "100" / "mountinfo").mkdir()  # unreadable as a file: EISDIR stands in for EINVAL
+    (tmp_path / "200" / "mountinfo").write_text(
+        "36 25 0:4 net:[4026532999] /tmp/pin rw shared:1 - nsfs nsfs rw\n"
+    )
+    # 300: no mountinfo at all, as for a process gone after the stat.
+    holders = linux.netns_mount_holders((4, 4026532999), str(tmp_path))
+    assert holders == [(200, "/tmp/pin")]
+
+
 # Corrupt registry files -----------------------------------------------------------------------------------
 
 

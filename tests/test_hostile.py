@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from sockctl import Client
+from sockctl import Client, SockdError
 from sockctl.protocol import MAX_FDS, MAX_MESSAGE
 from sockd import linux
 from tests.conftest import (
@@ -262,6 +263,48 @@ def test_thousand_idle_connections_of_one_uid_hit_a_named_limit_and_others_are_s
                         sock.close()
 
         survives_twice(daemon, abuse)
+
+
+def test_library_client_waits_for_room_in_a_full_listen_backlog() -> None:
+    # The backlog full (a burst of clients while the daemon is busy), the library's connect used
+    # to fail at once with EAGAIN ("full backlog; try again"); now it waits within its timeout.
+    with hostile_daemon() as daemon:
+
+        def abuse() -> None:
+            fillers: list[socket.socket] = []
+            outcome: list[object] = []
+            daemon.proc.send_signal(signal.SIGSTOP)
+            try:
+                while True:
+                    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                    sock.setblocking(False)
+                    try:
+                        sock.connect(daemon.socket)
+                    except BlockingIOError:
+                        sock.close()
+                        break
+                    fillers.append(sock)
+                assert len(fillers) >= 128
+                caller = threading.Thread(target=lambda: outcome.append(_ping(daemon.socket)))
+                caller.start()
+                time.sleep(0.5)
+            finally:
+                daemon.proc.send_signal(signal.SIGCONT)
+            for sock in fillers:
+                sock.close()
+            caller.join(30)
+            assert outcome == ["pong"], outcome
+
+        survives_twice(daemon, abuse)
+
+
+def _ping(path: str) -> object:
+    try:
+        with Client(path, timeout=20) as client:
+            client.ping()
+    except SockdError as exc:
+        return exc
+    return "pong"
 
 
 # Half requests that stall ----------------------------------------------------------------------------
@@ -571,6 +614,8 @@ def test_requests_from_a_caller_that_exited_before_the_daemon_read_them(
                     assert time.monotonic() < deadline, daemon.log()
                     time.sleep(0.05)
                 assert info["owner_uid"] == uid
+                # ... and audited, though its reply could not be delivered.
+                daemon.wait_for_log(f"audit: ns.create by uid {uid}: ok")
                 # Its pid may name another process by now: nothing is done in its name.
                 assert "ns.identify refused: the calling process" in daemon.log(), daemon.log()
                 assert f"ns.attach by uid {uid}: not_found: the calling process" in daemon.log()
