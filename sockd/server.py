@@ -101,13 +101,18 @@ class Server:
         try:
             while not self._stopping:
                 timeout = 0.5 if watchdog is None else min(0.5, watchdog)
+                accept = False
                 for key, _ in self._selector.select(timeout):
                     if key.data == "accept":
-                        self._accept()
+                        accept = True
                     elif key.data == "wake":
                         self._wake()
                     else:
                         self._readable(key.data)
+                if accept:
+                    # Last: connections whose clients hung up this round are forgotten first, so
+                    # that they do not count against the limits of the ones waiting to be admitted.
+                    self._accept()
                 now = time.monotonic()
                 if watchdog is not None and now >= next_ping:
                     self.notify("WATCHDOG=1")
@@ -190,7 +195,11 @@ class Server:
     # Connections ----------------------------------------------------------------------------------
 
     def _accept(self) -> None:
-        for _ in range(64):  # a burst of connections, but let the others have a turn
+        # A burst, but let the others have a turn; and no more than there is room for, so that
+        # a burst of clients that connect and leave at once (the limit counts them until their
+        # hang-up is read) cannot crowd out a patient client queued behind them.
+        room = self.limits().max_connections - len(self._connections)
+        for _ in range(max(1, min(64, room))):
             try:
                 sock, _ = self.listener.accept()
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
