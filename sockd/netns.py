@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Any
 
 from sockctl.errors import (
     AlreadyExists,
@@ -113,17 +114,25 @@ class Namespaces:
 
     # Mutations ----------------------------------------------------------------------------------
 
+    def _claim(self, peer: Peer, name: str, path: str, **fields: Any) -> Record:
+        """The start of create and attach, with the lock held: quota, a free name, and ownership.
+
+        Ownership is recorded first: whatever a crash leaves behind from here on is owned and
+        cleanable.
+        """
+        self.policy().check_quota(peer, self._owned(peer.uid))
+        if os.path.lexists(path):
+            raise AlreadyExists(f"namespace {name} already exists", field="name")
+        record = Record(name=name, owner_uid=peer.uid, created=time.time(), **fields)
+        self._record(record)
+        return record
+
     def create(
         self, peer: Peer, name: str, *, loopback_up: bool = True, hostname: str | None = None
     ) -> NsInfo:
         path = self._path(name)
         with self._lock:
-            self.policy().check_quota(peer, self._owned(peer.uid))
-            if os.path.lexists(path):
-                raise AlreadyExists(f"namespace {name} already exists", field="name")
-            # Ownership first: whatever a crash leaves behind from here on is owned and cleanable.
-            record = Record(name=name, owner_uid=peer.uid, created=time.time(), hostname=hostname)
-            self._record(record)
+            record = self._claim(peer, name, path, hostname=hostname)
             self.faults.point("ns.create.recorded")
             try:
                 self._make(path, loopback_up, self._new_uts(name) if hostname else None, hostname)
@@ -482,12 +491,7 @@ class Namespaces:
             )
         path = self._path(name)
         with self._lock:
-            self.policy().check_quota(peer, self._owned(peer.uid))
-            if os.path.lexists(path):
-                raise AlreadyExists(f"namespace {name} already exists", field="name")
-            # Ownership first, as in create: a crash leaves an owned, cleanable entry.
-            record = Record(name=name, owner_uid=peer.uid, created=time.time(), attached=True)
-            self._record(record)
+            record = self._claim(peer, name, path, attached=True)
             self.faults.point("ns.attach.recorded")
             try:
                 with self._netns_dir_locked():
