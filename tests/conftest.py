@@ -8,6 +8,7 @@ entries (named with a per-run prefix so cleanup can find them), and unprivileged
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,19 +65,112 @@ def require_root() -> None:
         pytest.fail("these tests need root (real namespaces, setpriv); run them as root")
 
 
+TEST_UIDS = (MEMBER[0], OUTSIDER[0], OTHER_MEMBER[0], MONITOR[0], 23999)
+"""Every uid a test acts as; a host end named ``sd<uid>-<n>`` for one of them is a test's."""
+_STALE_PREFIX = re.compile(r"sdt(\d+)-")
+_HOST_END = re.compile(r"sd\d+-\d+")
+_OUTCOME = pytest.StashKey[dict[str, pytest.TestReport]]()
+
+
+def _remove_namespace(name: str) -> None:
+    path = os.path.join(NETNS_DIR, name)
+    with contextlib.suppress(OSError):
+        linux.umount2(path, linux.MNT_DETACH)
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def _host_links() -> set[str]:
+    return set(os.listdir("/sys/class/net"))
+
+
+def _test_daemons() -> list[int]:
+    """Pids of test daemons (``python -m sockd --socket /tmp/sockd-…``) whose pytest is gone."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            ours = argv[1:4] == [b"-m", b"sockd", b"--socket"] and argv[4].startswith(
+                b"/tmp/sockd-"
+            )
+            if ours and (parent == 1 or not Path(f"/proc/{parent}").exists()):
+                found.append(int(entry))
+    return found
+
+
+def _sweep_stale_state() -> None:
+    """Remove what an earlier, killed test session left: it would otherwise fail this one.
+
+    Only things with the test suite's names: namespaces ``sdt<pid>-…`` of a session whose pid is
+    gone, host ends of the test uids, orphaned test daemons and their UTS mounts under /tmp.
+    """
+    for pid in _test_daemons():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(NETNS_DIR):
+            match = _STALE_PREFIX.match(name)
+            if match and (name.startswith(PREFIX) or not Path(f"/proc/{match[1]}").exists()):
+                _remove_namespace(name)
+    for ifname in _host_links():
+        if any(ifname.startswith(f"sd{uid}-") for uid in TEST_UIDS):
+            subprocess.run(["ip", "link", "del", ifname], check=False, capture_output=True)
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        target = line.split()[4]
+        if target.startswith("/tmp/sockd-") and "/state/uts/" in target:
+            with contextlib.suppress(OSError):
+                linux.umount2(target, linux.MNT_DETACH)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _sweep_namespaces() -> Iterator[None]:
-    """Remove any namespace this run left behind, even after failures."""
+    """Start from a clean host, and remove any namespace this run left behind, even after failures."""
+    require_root()
+    _sweep_stale_state()
     yield
-    leftovers = []
     with contextlib.suppress(FileNotFoundError):
-        leftovers = [n for n in os.listdir(NETNS_DIR) if n.startswith(PREFIX)]
-    for name in leftovers:
-        path = os.path.join(NETNS_DIR, name)
-        with contextlib.suppress(OSError):
-            linux.umount2(path, linux.MNT_DETACH)
-        with contextlib.suppress(OSError):
-            os.unlink(path)
+        for name in os.listdir(NETNS_DIR):
+            if name.startswith(PREFIX):
+                _remove_namespace(name)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item,
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Keep each phase's report on the item, for fixtures that need to know how the test went."""
+    report: pytest.TestReport = yield
+    item.stash.setdefault(_OUTCOME, {})[report.when] = report
+    return report
+
+
+@pytest.fixture(autouse=True)
+def _cleans_up_after_itself(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Whatever a test made and left (namespaces, host ends of links) is removed after it.
+
+    Runs after the test's own daemon has stopped. A test that passed but left something behind
+    fails here: leaking is a bug in the test or the daemon. A test that failed is only cleaned up.
+    """
+    namespaces = set(os.listdir(NETNS_DIR)) if os.path.isdir(NETNS_DIR) else set()
+    links = _host_links()
+    yield
+    left_namespaces = sorted(
+        n
+        for n in (os.listdir(NETNS_DIR) if os.path.isdir(NETNS_DIR) else [])
+        if n.startswith(PREFIX) and n not in namespaces
+    )
+    left_links = sorted(n for n in _host_links() - links if _HOST_END.fullmatch(n))
+    for name in left_namespaces:
+        _remove_namespace(name)
+    for ifname in left_links:
+        subprocess.run(["ip", "link", "del", ifname], check=False, capture_output=True)
+    call = request.node.stash.get(_OUTCOME, {}).get("call")
+    if call is not None and call.passed and (left_namespaces or left_links):
+        pytest.fail(f"the test left namespaces {left_namespaces} and host links {left_links}")
 
 
 @pytest.fixture(scope="session")
