@@ -63,6 +63,32 @@ class _StatFs(ctypes.Structure):
 _libc.statfs.argtypes = [ctypes.c_char_p, ctypes.POINTER(_StatFs)]
 
 
+_M_ARENA_MAX = -8  # glibc malloc.h
+
+
+def limit_malloc_arenas(count: int) -> bool:
+    """Have glibc's malloc use at most ``count`` arenas; call it before the first thread starts.
+
+    glibc gives threads their own arenas (up to 8 per CPU) and never hands their free fragments
+    back: with a worker pool and a short-lived thread per namespace operation, a daemon under
+    steady create/delete traffic grew ~4 MiB a minute here, with no Python object leaked
+    (tracemalloc saw +35 KiB). Two arenas keep that flat at no measurable cost in throughput.
+    False where this is not glibc (musl has no mallopt).
+    """
+    mallopt = getattr(_libc, "mallopt", None)
+    return mallopt is not None and mallopt(_M_ARENA_MAX, count) == 1
+
+
+def trim_heap() -> None:
+    """Give free heap memory back to the kernel (glibc ``malloc_trim``), e.g. after a big listing.
+
+    ~0.1-0.3 ms; ctypes releases the GIL meanwhile. A no-op where this is not glibc.
+    """
+    trim = getattr(_libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
 def _check(result: int, what: str, path: str | None = None) -> None:
     if result != 0:
         err = ctypes.get_errno()

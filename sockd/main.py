@@ -142,11 +142,14 @@ def _run(
     log_level: str,
     pause_at: str | None,
 ) -> int:
+    from sockd import linux
     from sockd import listener as listeners
     from sockd.config import ConfigError, load
     from sockd.daemon import Daemon
     from sockd.log import Logger
     from sockd.server import Server
+
+    linux.limit_malloc_arenas(2)  # before any thread: see there
 
     log = Logger(log_target, log_level)  # type: ignore[arg-type]
     notify = _notifier()

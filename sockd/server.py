@@ -39,6 +39,9 @@ from sockd.daemon import Daemon, Message, Prepared
 from sockd.log import Logger
 from sockd.policy import Peer
 
+_TRIM_AFTER = 1.0
+"""Seconds without worker activity before free heap memory is handed back."""
+
 Notify = Callable[[str], None]
 
 
@@ -80,6 +83,8 @@ class Server:
         self._reserve: int | None = _open_reserve()
         self._fd_warning_at = -1e9
         self._accept_paused = False
+        self._worked_at: float | None = None
+        """When a worker last finished or was seen busy; None once the heap was trimmed since."""
         # One thread per admissible connection at most: each connection has one request in flight.
         self._pool = ThreadPoolExecutor(
             max_workers=limits().max_connections + 1, thread_name_prefix="sockd-req"
@@ -123,6 +128,7 @@ class Server:
                         self._accept_paused = False
                     self._sweep_idle(now)
                     self._maybe_idle_exit(now)
+                    self._maybe_trim(now)
                     next_sweep = now + 0.25
         finally:
             signal.set_wakeup_fd(previous_wakeup)
@@ -151,6 +157,7 @@ class Server:
             if conn is None:
                 continue
             conn.worker = None
+            self._worked_at = time.monotonic()
             if self._stopping:
                 self._forget(conn)
             else:
@@ -163,6 +170,18 @@ class Server:
         for conn in list(self._connections):
             if conn.worker is None and now - conn.last_active > idle_timeout:
                 self._forget(conn)
+
+    def _maybe_trim(self, now: float) -> None:
+        """Once workers have been quiet for a second after some work, hand free memory back.
+
+        A listing of 100 000 sockets peaks ~35 MiB above idle; without this the daemon would keep
+        that high-water mark for good.
+        """
+        if any(c.worker is not None for c in self._connections):
+            self._worked_at = now
+        elif self._worked_at is not None and now - self._worked_at >= _TRIM_AFTER:
+            linux.trim_heap()
+            self._worked_at = None
 
     def _maybe_idle_exit(self, now: float) -> None:
         idle_exit = self.limits().idle_exit
