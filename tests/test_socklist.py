@@ -281,6 +281,52 @@ def test_holders_outside_the_namespace_and_shared_after_fork(
     assert pids == {zoo.root.info["pid"], zoo.root.info["child"]}
 
 
+BIG_HOLDER = """
+import socket, sys
+held = [socket.socketpair() for _ in range(int(sys.argv[1]))]
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_threaded_scan_finds_every_fd_of_a_process_bigger_than_a_chunk() -> None:
+    """One process's fds are spread over the scan threads in chunks: each socket fd is found once,
+    as the single-threaded scan and readlink itself find them, and the process is named."""
+    pairs = 3 * sockdiag._CHUNK // 2 + 7  # three chunks and a bit, with the holder's other fds
+    holder = subprocess.Popen(
+        [sys.executable, "-c", BIG_HOLDER, str(pairs)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "ready"
+        pid = holder.pid
+        truth: dict[int, list[int]] = {}
+        for name in os.listdir(f"/proc/{pid}/fd"):
+            target = os.readlink(f"/proc/{pid}/fd/{name}")
+            if target.startswith("socket:["):
+                truth.setdefault(int(target[8:-1]), []).append(int(name))
+        assert len(truth) == 2 * pairs
+
+        def of_holder(holders: sockdiag.Holders) -> dict[int, list[int]]:
+            return {
+                inode: sorted(fd for p, fd in holders.of(inode) if p == pid)
+                for inode in holders.by_inode
+                if any(p == pid for p, _ in holders.of(inode))
+            }
+
+        threaded = sockdiag.socket_holders(workers=2)
+        assert of_holder(threaded) == truth
+        assert of_holder(sockdiag.socket_holders(workers=1)) == truth
+        assert of_holder(sockdiag.socket_holders(pid=pid)) == truth
+        assert threaded.names[pid] == Path(f"/proc/{pid}/comm").read_text().strip()
+    finally:
+        holder.kill()
+        holder.communicate()
+
+
 def test_unix_names_peers_and_peer_processes(shared_daemon: Daemon, zoo: Zoo) -> None:
     sockets, _ = shared_daemon.client().sock_list(netns=zoo.name, kinds=["unix"])
     by_inode = {s.inode: s for s in sockets}
