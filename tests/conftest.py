@@ -68,7 +68,7 @@ def require_root() -> None:
 TEST_UIDS = (MEMBER[0], OUTSIDER[0], OTHER_MEMBER[0], MONITOR[0], 23999)
 """Every uid a test acts as; a host end named ``sd<uid>-<n>`` for one of them is a test's."""
 _STALE_PREFIX = re.compile(r"sdt(\d+)-")
-_HOST_END = re.compile(r"sd\d+-\d+")
+_HOST_END = re.compile(rf"sd({'|'.join(map(str, TEST_UIDS))})-\d+")
 _OUTCOME = pytest.StashKey[dict[str, pytest.TestReport]]()
 
 
@@ -150,7 +150,7 @@ def pytest_runtest_makereport(
 
 @pytest.fixture(autouse=True)
 def _cleans_up_after_itself(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Whatever a test made and left (namespaces, host ends of links) is removed after it.
+    """Whatever a test made and left (namespaces, test uids' host ends) is removed after it.
 
     Runs after the test's own daemon has stopped. A test that passed but left something behind
     fails here: leaking is a bug in the test or the daemon. A test that failed is only cleaned up.

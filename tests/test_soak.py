@@ -47,7 +47,9 @@ from tests.test_links import host_ends
 
 SECONDS = float(os.environ.get("SOCKD_SOAK_SECONDS", "120"))
 RSS_BOUND_KIB = 8 * 1024
-"""RSS growth allowed over the warmed-up baseline, whatever the duration (measured: < 2 MiB)."""
+"""RSS growth allowed over the warmed-up baseline, whatever the duration. Measured over 2 minutes:
++4.2 MiB; before glibc's malloc arenas were capped (sockd/linux.py) the daemon kept growing
+~2 MiB a minute, which this bound only caught in the 30-minute run."""
 
 CLIENTS: list[tuple[int, int, tuple[int, ...]] | None] = [
     None,  # root (no setpriv)
