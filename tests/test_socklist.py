@@ -9,6 +9,7 @@ the namespace from the host (a holder outside the socket's namespace, as sockd's
 """
 
 import contextlib
+import errno
 import functools
 import json
 import os
@@ -18,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -282,7 +284,9 @@ def test_holders_outside_the_namespace_and_shared_after_fork(
 
 
 BIG_HOLDER = """
-import socket, sys
+import resource, socket, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 held = [socket.socketpair() for _ in range(int(sys.argv[1]))]
 print("ready", flush=True)
 sys.stdin.read()
@@ -322,6 +326,35 @@ def test_threaded_scan_finds_every_fd_of_a_process_bigger_than_a_chunk() -> None
         assert of_holder(sockdiag.socket_holders(workers=1)) == truth
         assert of_holder(sockdiag.socket_holders(pid=pid)) == truth
         assert threaded.names[pid] == Path(f"/proc/{pid}/comm").read_text().strip()
+
+        # A chunk of the holder failing, on a scan thread or on the scanning one (fault injected:
+        # nothing here makes readlink fail with another errno on demand), propagates and leaves
+        # no descriptor and no thread behind.
+        real = sockdiag._readlinks
+        for on_scan_thread in (True, False):
+            fds_before = len(os.listdir("/proc/self/fd"))
+            failed: list[str] = []
+
+            def failing(
+                fd_dir: int,
+                pid_: int,
+                names: list[str],
+                on_scan_thread: bool = on_scan_thread,
+                failed: list[str] = failed,
+            ) -> list[tuple[int, int]]:
+                scan_thread = threading.current_thread().name.startswith("sockd-scan")
+                if pid_ == pid and scan_thread == on_scan_thread and not failed:
+                    failed.append(names[0])
+                    raise OSError(errno.EMFILE, "injected")
+                return real(fd_dir, pid_, names)
+
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(sockdiag, "_readlinks", failing)
+                with pytest.raises(OSError, match="injected"):
+                    sockdiag.socket_holders(workers=2)
+            assert failed
+            assert len(os.listdir("/proc/self/fd")) == fds_before
+            assert not [t for t in threading.enumerate() if t.name.startswith("sockd-scan")]
     finally:
         holder.kill()
         holder.communicate()
