@@ -84,7 +84,7 @@ class Server:
         self._fd_warning_at = -1e9
         self._accept_paused = False
         self._worked_at: float | None = None
-        """When a worker last finished or was seen busy; None once the heap was trimmed since."""
+        """When a request last came in or a worker last finished; None once trimmed since."""
         # One thread per admissible connection at most: each connection has one request in flight.
         self._pool = ThreadPoolExecutor(
             max_workers=limits().max_connections + 1, thread_name_prefix="sockd-req"
@@ -172,14 +172,11 @@ class Server:
                 self._forget(conn)
 
     def _maybe_trim(self, now: float) -> None:
-        """Once workers have been quiet for a second after some work, hand free memory back.
+        """A second after the last request came in or finished, hand free heap memory back.
 
-        A listing of 100 000 sockets peaks ~35 MiB above idle; without this the daemon would keep
-        that high-water mark for good.
+        Once per burst of work (a request, a listing, a storm of clients), not while it lasts.
         """
-        if any(c.worker is not None for c in self._connections):
-            self._worked_at = now
-        elif self._worked_at is not None and now - self._worked_at >= _TRIM_AFTER:
+        if self._worked_at is not None and now - self._worked_at >= _TRIM_AFTER:
             linux.trim_heap()
             self._worked_at = None
 
@@ -334,7 +331,7 @@ class Server:
             _wire.close_all(fds)
             self._forget(conn)
             return
-        conn.last_active = time.monotonic()
+        conn.last_active = self._worked_at = time.monotonic()
         prepared = self.daemon.prepare(conn.peer, data, fds)
         if prepared.inline:
             self._reply(conn, self.daemon.execute(conn.peer, prepared))
