@@ -6,6 +6,7 @@ entries (named with a per-run prefix so cleanup can find them), and unprivileged
 """
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -28,8 +29,12 @@ from sockd import linux
 
 REPO = Path(__file__).resolve().parent.parent
 NETNS_DIR = "/run/netns"
-PREFIX = f"sdt{os.getpid() % 100000}-"
+PREFIX = f"sdt{os.getpid()}-"
 """Every namespace a test makes starts with this, so the session sweep can remove leftovers."""
+SESSION = str(os.getpid())
+os.environ["SOCKD_TEST_SESSION"] = SESSION  # inherited by every daemon and helper a test starts
+SESSION_LOCK = "/run/sockd-test-session.lock"
+"""Each test session holds a shared flock on it; the one that gets it exclusively is alone."""
 
 # Test identities. None of them needs a passwd entry.
 MEMBER = (23001, 23001, (23100,))  # uid, gid, supplementary groups: in the create group
@@ -67,7 +72,7 @@ def require_root() -> None:
 
 TEST_UIDS = (MEMBER[0], OUTSIDER[0], OTHER_MEMBER[0], MONITOR[0], 23999)
 """Every uid a test acts as; a host end named ``sd<uid>-<n>`` for one of them is a test's."""
-_STALE_PREFIX = re.compile(r"sdt(\d+)-")
+_STALE_PREFIX = re.compile(r"sdt\d+-")
 _HOST_END = re.compile(rf"sd({'|'.join(map(str, TEST_UIDS))})-\d+")
 _OUTCOME = pytest.StashKey[dict[str, pytest.TestReport]]()
 
@@ -84,40 +89,35 @@ def _host_links() -> set[str]:
     return set(os.listdir("/sys/class/net"))
 
 
-def _test_daemons() -> list[int]:
-    """Pids of test daemons (``python -m sockd --socket /tmp/sockd-…``) whose pytest is gone."""
+def _stale_processes() -> list[int]:
+    """Processes an earlier test session started (daemons, holders, sleepers) that outlived it."""
     found = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-            ours = argv[1:4] == [b"-m", b"sockd", b"--socket"] and argv[4].startswith(
-                b"/tmp/sockd-"
-            )
-            if ours and (parent == 1 or not Path(f"/proc/{parent}").exists()):
-                found.append(int(entry))
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+                tags = [e for e in environ if e.startswith(b"SOCKD_TEST_SESSION=")]
+                if tags and tags[0] != f"SOCKD_TEST_SESSION={SESSION}".encode():
+                    found.append(int(entry))
     return found
 
 
 def _sweep_stale_state() -> None:
     """Remove what an earlier, killed test session left: it would otherwise fail this one.
 
-    Only things with the test suite's names: namespaces ``sdt<pid>-…`` of a session whose pid is
-    gone, host ends of the test uids, orphaned test daemons and their UTS mounts under /tmp.
+    Called only when no other test session is alive (see ``SESSION_LOCK``), and only for things
+    with the suite's names: its processes, namespaces ``sdt<pid>-…``, host ends of the test uids,
+    and UTS mounts of test daemons' state directories under /tmp.
     """
-    for pid in _test_daemons():
+    for pid in _stale_processes():
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(FileNotFoundError):
         for name in os.listdir(NETNS_DIR):
-            match = _STALE_PREFIX.match(name)
-            if match and (name.startswith(PREFIX) or not Path(f"/proc/{match[1]}").exists()):
+            if _STALE_PREFIX.match(name):
                 _remove_namespace(name)
     for ifname in _host_links():
-        if any(ifname.startswith(f"sd{uid}-") for uid in TEST_UIDS):
+        if _HOST_END.fullmatch(ifname):
             subprocess.run(["ip", "link", "del", ifname], check=False, capture_output=True)
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         target = line.split()[4]
@@ -128,14 +128,31 @@ def _sweep_stale_state() -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def _sweep_namespaces() -> Iterator[None]:
-    """Start from a clean host, and remove any namespace this run left behind, even after failures."""
-    require_root()
-    _sweep_stale_state()
-    yield
-    with contextlib.suppress(FileNotFoundError):
-        for name in os.listdir(NETNS_DIR):
-            if name.startswith(PREFIX):
-                _remove_namespace(name)
+    """Start from a clean host, and remove any namespace this run left behind, even after failures.
+
+    The start sweep runs only if no other test session is alive: it cannot tell another live
+    session's host ends and mounts from a dead one's. (Two sessions at once still disturb each
+    other: they share the test uids and host-end names.)
+    """
+    if os.geteuid() != 0:  # unit tests may run; the others fail in require_root
+        yield
+        return
+    lock = os.open(SESSION_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fcntl.flock(lock, fcntl.LOCK_SH)
+        else:
+            _sweep_stale_state()
+            fcntl.flock(lock, fcntl.LOCK_SH)
+        yield
+        with contextlib.suppress(FileNotFoundError):
+            for name in os.listdir(NETNS_DIR):
+                if name.startswith(PREFIX):
+                    _remove_namespace(name)
+    finally:
+        os.close(lock)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
