@@ -19,12 +19,9 @@ only on the veths this script makes and removes; no packet is sent.
 import argparse
 import json
 import os
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +29,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from sockctl import Client  # noqa: E402 -- after the path set-up above
+from common import running_sockd  # noqa: E402 -- after the path set-up above
+
+from sockctl import Client  # noqa: E402
 from sockd import rtnl  # noqa: E402
 
 NS = f"sdbench-{os.getpid()}"
@@ -121,35 +120,6 @@ def import_time(python: str, module: str, env: dict[str, str], after: str = "os"
     return statistics.median(samples)
 
 
-def start_daemon(directory: Path) -> subprocess.Popen[bytes]:
-    config = directory / "sockd.toml"
-    config.write_text('[links]\npool = "10.213.128.0/17"\n')
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sockd",
-            "--socket",
-            str(directory / "s.sock"),
-            "--state-dir",
-            str(directory / "state"),
-            "--config",
-            str(config),
-            "--log-target",
-            "stderr",
-            "--log-level",
-            "warning",
-        ],
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    deadline = time.monotonic() + 10
-    while not (directory / "s.sock").exists():
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise SystemExit("sockd did not start")
-        time.sleep(0.02)
-    return proc
-
-
 def row(name: str, times: list[float]) -> str:
     ms = sorted(t * 1000 for t in times)
     p90 = ms[int(len(ms) * 0.9) - 1] if len(ms) >= 10 else ms[-1]
@@ -162,47 +132,44 @@ def run(cycles: int = 200, cli_cycles: int = 20, pyroute2_python: str | None = N
     if os.geteuid() != 0:
         raise SystemExit("run as root: it makes namespaces and veths")
 
-    directory = Path(tempfile.mkdtemp(prefix="sockd-bench-"))
-    directory.chmod(0o755)
-    daemon = start_daemon(directory)
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO)}
-    cli_env = {**env, "SOCKD_SOCKET": str(directory / "s.sock")}
-    results: list[tuple[str, list[float]]] = []
-    try:
-        with Client(directory / "s.sock") as client:
-            client.ns_create(NS)
+    with running_sockd('[links]\npool = "10.213.128.0/17"\n') as (sock, _):
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO)}
+        cli_env = {**env, "SOCKD_SOCKET": sock}
+        results: list[tuple[str, list[float]]] = []
+        try:
+            with Client(sock) as client:
+                client.ns_create(NS)
 
-            def library_cycle() -> None:
-                client.ns_link(NS)
-                client.ns_unlink(NS)
+                def library_cycle() -> None:
+                    client.ns_link(NS)
+                    client.ns_unlink(NS)
 
-            def cli_cycle() -> None:
-                run_command(sys.executable, "-m", "sockctl", "ns", "link", NS, env=cli_env)
-                run_command(sys.executable, "-m", "sockctl", "ns", "unlink", NS, env=cli_env)
+                def cli_cycle() -> None:
+                    run_command(sys.executable, "-m", "sockctl", "ns", "link", NS, env=cli_env)
+                    run_command(sys.executable, "-m", "sockctl", "ns", "unlink", NS, env=cli_env)
 
-            timed(5, library_cycle)  # warm-up: first thread, first pool scan
-            results.append(("sockd library (link + unlink)", timed(cycles, library_cycle)))
-            results.append(("raw rtnl in-process", timed(cycles, raw_cycle)))
-            results.append(("iproute2, 6 `ip` runs", timed(max(cli_cycles, 20), ip_cycle)))
-            results.append(("sockctl CLI (2 runs)", timed(cli_cycles, cli_cycle)))
+                timed(5, library_cycle)  # warm-up: first thread, first pool scan
+                results.append(("sockd library (link + unlink)", timed(cycles, library_cycle)))
+                results.append(("raw rtnl in-process", timed(cycles, raw_cycle)))
+                results.append(("iproute2, 6 `ip` runs", timed(max(cli_cycles, 20), ip_cycle)))
+                results.append(("sockctl CLI (2 runs)", timed(cli_cycles, cli_cycle)))
+                if pyroute2_python:
+                    out = subprocess.run(
+                        [pyroute2_python, "-c", PYROUTE2_CYCLE, NS, str(cycles)],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    )
+                    results.append(("pyroute2 IPRoute in-process", json.loads(out.stdout)))
+                client.ns_delete(NS)
+            # What each adds on top of the Linux layer the daemon had before links (sockd.linux).
+            imports = [
+                ("sockd.rtnl", import_time(sys.executable, "sockd.rtnl", env, "sockd.linux"))
+            ]
             if pyroute2_python:
-                out = subprocess.run(
-                    [pyroute2_python, "-c", PYROUTE2_CYCLE, NS, str(cycles)],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                results.append(("pyroute2 IPRoute in-process", json.loads(out.stdout)))
-            client.ns_delete(NS)
-        # What each adds on top of the Linux layer the daemon had before links (sockd.linux).
-        imports = [("sockd.rtnl", import_time(sys.executable, "sockd.rtnl", env, "sockd.linux"))]
-        if pyroute2_python:
-            imports.append(("pyroute2", import_time(pyroute2_python, "pyroute2", env)))
-    finally:
-        subprocess.run(["ip", "netns", "del", NS], check=False, stderr=subprocess.DEVNULL)
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(15)
-        shutil.rmtree(directory, ignore_errors=True)
+                imports.append(("pyroute2", import_time(pyroute2_python, "pyroute2", env)))
+        finally:
+            subprocess.run(["ip", "netns", "del", NS], check=False, stderr=subprocess.DEVNULL)
 
     lines = [
         f"Link make + remove cycle ({os.uname().release}, Python {sys.version.split()[0]})",

@@ -27,17 +27,18 @@ import json
 import os
 import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from common import running_sockd  # noqa: E402
 
 from sockctl import Client  # noqa: E402
 
@@ -178,46 +179,6 @@ def vm(pid: int, key: str) -> int:
     raise RuntimeError(f"no {key} for {pid}")
 
 
-@contextlib.contextmanager
-def daemon(workdir: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    sock = str(workdir / "sockd.sock")
-    config = workdir / "sockd.toml"
-    config.write_text("[policy]\ncreate_groups = []\nmonitor_groups = []\n")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sockd",
-            "--socket",
-            sock,
-            "--state-dir",
-            str(workdir / "state"),
-            "--config",
-            str(config),
-            "--log-target",
-            "stderr",
-            "--log-level",
-            "warning",
-        ],
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdin=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while not os.path.exists(sock):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("sockd did not start")
-            time.sleep(0.02)
-        yield sock, proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def measure(size: int, repeat: int, workdir: Path, sock: str, daemon_pid: int) -> dict[str, float]:
     name = f"sockbench-{os.getpid()}-{size}"
     ns = Namespace(name, size, workdir)
@@ -275,7 +236,7 @@ def main() -> None:
     workdir.chmod(0o755)
     rows = []
     try:
-        with daemon(workdir) as (sock, proc):
+        with running_sockd("[policy]\ncreate_groups = []\nmonitor_groups = []\n") as (sock, proc):
             Client(sock).ping()
             base_rss = vm(proc.pid, "VmRSS")
             for size in sizes:
