@@ -49,7 +49,7 @@ from sockctl.protocol import (
     NsInfo,
     NsUnlinkReply,
 )
-from sockd import linux
+from sockd import linux, rtnl
 from sockd.config import LinksConfig
 from sockd.log import Logger
 from sockd.netns import Faults, Namespaces
@@ -568,7 +568,7 @@ class Links:
             return record.state == "ready"
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            nsid = linux.get_nsid(fd)
+            nsid = rtnl.get_nsid(fd)
         finally:
             os.close(fd)
         return nsid is not None and far.peer_netnsid == nsid

@@ -378,50 +378,6 @@ def count_processes_by_netns(proc: str = "/proc") -> dict[tuple[int, int], int]:
     return counts
 
 
-# rtnetlink: RTM_GETNSID ---------------------------------------------------------------------------
-
-_NETLINK_ROUTE = 0
-_RTM_NEWNSID = 88
-_RTM_GETNSID = 90
-_NLM_F_REQUEST = 1
-_NLMSG_ERROR = 2
-_NETNSA_NSID = 1
-_NETNSA_FD = 3
-_NLMSG_HDR = struct.Struct("=IHHII")
-_NLATTR = struct.Struct("=HH")
-
-
-def get_nsid(ns_fd: int) -> int | None:
-    """The nsid the daemon's namespace assigned to the namespace ``ns_fd``, or None if unassigned.
-
-    Same query as ``ip netns list``'s "(id: N)": RTM_GETNSID with NETNSA_FD (net/core/net_namespace.c).
-    """
-    attr = _NLATTR.pack(8, _NETNSA_FD) + struct.pack("=I", ns_fd)
-    body = struct.pack("=B3x", socket.AF_UNSPEC) + attr
-    header = _NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), _RTM_GETNSID, _NLM_F_REQUEST, 1, 0)
-    with socket.socket(
-        socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, _NETLINK_ROUTE
-    ) as s:
-        s.send(header + body)
-        reply = s.recv(4096)
-    _, kind, _, _, _ = _NLMSG_HDR.unpack_from(reply)
-    if kind == _NLMSG_ERROR:
-        (code,) = struct.unpack_from("=i", reply, _NLMSG_HDR.size)
-        raise OSError(-code, f"RTM_GETNSID: {os.strerror(-code)}")
-    if kind != _RTM_NEWNSID:
-        return None
-    offset = _NLMSG_HDR.size + 4
-    while offset + _NLATTR.size <= len(reply):
-        length, kind = _NLATTR.unpack_from(reply, offset)
-        if length < _NLATTR.size:
-            break
-        if kind & 0x3FFF == _NETNSA_NSID:
-            (nsid,) = struct.unpack_from("=i", reply, offset + _NLATTR.size)
-            return None if nsid < 0 else nsid
-        offset += (length + 3) & ~3
-    return None
-
-
 # Namespaces of other processes, UTS, sysctls (issue 6) ---------------------------------------------
 
 _NS_GET_USERNS = 0xB701  # _IO(NSIO, 0x1), include/uapi/linux/nsfs.h

@@ -29,7 +29,7 @@ from sockctl.errors import (
     SockdError,
 )
 from sockctl.protocol import NsDeleteReply, NsIdentifyReply, NsInfo, NsPidsResult
-from sockd import linux
+from sockd import linux, rtnl
 from sockd.log import Logger
 from sockd.policy import Peer, Policy
 from sockd.registry import Record, Registry
@@ -518,7 +518,7 @@ class Namespaces:
             record = self.require_owned(peer, name)
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             try:
-                current = linux.get_nsid(fd)
+                current = rtnl.get_nsid(fd)
                 if current is not None:
                     raise AlreadyExists(
                         f"namespace {name} already has nsid {current}, and nsids cannot change "
@@ -640,7 +640,7 @@ class Namespaces:
                 identity = None
             else:
                 try:
-                    nsid = linux.get_nsid(fd)
+                    nsid = rtnl.get_nsid(fd)
                 except OSError:
                     nsid = None  # a kernel without nsid support for this pair: report none
                 finally:

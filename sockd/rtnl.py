@@ -50,6 +50,7 @@ RTM_GETLINK = 18
 RTM_NEWADDR = 20
 RTM_GETADDR = 22
 RTM_NEWNSID = 88
+RTM_GETNSID = 90
 
 # Header flags.
 _NLM_F_REQUEST = 0x1
@@ -313,6 +314,18 @@ class Rtnl:
         )
         self._request(RTM_NEWNSID, body)
 
+    def get_nsid(self, netns_fd: int) -> int | None:
+        """The nsid this socket's namespace gave the namespace ``netns_fd``; None if it has none.
+
+        The query behind ``ip netns list``'s "(id: N)" (net/core/net_namespace.c)."""
+        body = _RTGENMSG.pack(socket.AF_UNSPEC) + _attr(_NETNSA_FD, struct.pack("=I", netns_fd))
+        for kind, reply in self._request(RTM_GETNSID, body):
+            nsid = _attrs(reply, _RTGENMSG.size).get(_NETNSA_NSID) if kind == RTM_NEWNSID else None
+            if nsid is not None:
+                value: int = struct.unpack_from("=i", nsid)[0]
+                return None if value < 0 else value
+        return None
+
     # Transport -------------------------------------------------------------------------------------
 
     def _request(self, kind: int, body: bytes, *, flags: int = 0) -> list[tuple[int, bytes]]:
@@ -355,6 +368,12 @@ class Rtnl:
                 yield kind, body
 
 
+def get_nsid(netns_fd: int) -> int | None:
+    """:meth:`Rtnl.get_nsid` from the calling thread's namespace (the daemon's: the host's)."""
+    with Rtnl.here() as nl:
+        return nl.get_nsid(netns_fd)
+
+
 def _open_socket() -> socket.socket:
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, _NETLINK_ROUTE)
     try:
@@ -374,6 +393,7 @@ _NAMES = {
     RTM_NEWADDR: "RTM_NEWADDR",
     RTM_GETADDR: "RTM_GETADDR",
     RTM_NEWNSID: "RTM_NEWNSID",
+    RTM_GETNSID: "RTM_GETNSID",
 }
 
 
