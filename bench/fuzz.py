@@ -202,7 +202,7 @@ def seeds() -> list[bytes]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NonInteractiveExampleWarning)
                 collect()
-    found.append(b"\x01\x02" + b'{"proto":1,"op":"ping"}')
+    found.append(b"\x01\x02" + b'{"proto":2,"op":"ping"}')
     found.append(b"\x02\x00" + b'{"ok":true,"more":true,"items":[]}\x1e{"ok":true,"more":false}')
     return found
 

@@ -11,10 +11,10 @@ from pathlib import Path
 from common import running_sockd, table
 
 REQUESTS = [
-    b'{"proto":1,"op":"ping"}',
-    b'{"proto":1,"op":"whoami"}',
-    b'{"proto":1,"op":"ns.list"}',
-    b'{"proto":1,"op":"ns.create","name":"../bad"}',
+    b'{"proto":2,"op":"ping"}',
+    b'{"proto":2,"op":"whoami"}',
+    b'{"proto":2,"op":"ns.list"}',
+    b'{"proto":2,"op":"ns.create","name":"../bad"}',
     b"not json",
 ]
 

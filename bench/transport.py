@@ -14,7 +14,7 @@ from pathlib import Path
 
 from common import percentile, running_sockd, table
 
-PING = b'{"proto":1,"op":"ping"}'
+PING = b'{"proto":2,"op":"ping"}'
 
 
 def _client(path: str, seconds: float, queue: "multiprocessing.Queue[list[float]]") -> None:

@@ -6,7 +6,7 @@ Rendering only; the data comes from :meth:`sockctl.Client.sock_list` / ``sock_su
 import itertools
 from collections.abc import Iterable, Sequence
 
-from sockctl.protocol import SOCK_STATES, SockBatch, SockCount, SockProcess
+from sockctl.protocol import SOCK_STATES, SockBatch, SockCount
 
 STATE_LABELS = {
     "established": "ESTAB",
@@ -61,14 +61,34 @@ def cells(batch: SockBatch, *, processes: bool) -> list[list[str]]:
         columns.append(_endpoints(batch.local, batch.local_port, batch.family))
         columns.append(_endpoints(batch.remote, batch.remote_port, batch.family))
     if processes:
-        omitted = batch.processes_omitted or [0] * size
-        columns.append(
-            [
-                processes_column(held, more)
-                for held, more in zip(batch.processes or [None] * size, omitted, strict=True)
-            ]
-        )
+        columns.append(_users(batch))
     return columns
+
+
+def _users(batch: SockBatch) -> list[str]:
+    """The Process column, from the batch's holder pairs and name table (no object per socket)."""
+    size = len(batch.inode)
+    if batch.holders is None:
+        return [""] * size
+    # Each pid's '("name",pid=N,fd=' once per batch; a socket's holder is then one f-string.
+    prefix = {
+        pid: f'("{name}",pid={pid},fd='
+        for pid, name in zip(batch.holder_pid or (), batch.holder_name or (), strict=True)
+    }
+    out = [
+        ""
+        if not held
+        else f"users:({prefix[held[0]]}{held[1]}))"
+        if len(held) == 2
+        else f"users:({_many(prefix, held)})"
+        for held in batch.holders
+    ]
+    if batch.holders_omitted is not None:
+        out = [
+            f"{text} +{more} more" if more else text
+            for text, more in zip(out, batch.holders_omitted, strict=True)
+        ]
+    return out
 
 
 def _endpoints(hosts: list[str | None], ports: list[int | None], family: str) -> list[str]:
@@ -82,13 +102,8 @@ def _endpoints(hosts: list[str | None], ports: list[int | None], family: str) ->
     return [f"{host}:{port or '*'}" for host, port in zip(hosts, ports, strict=True)]
 
 
-def processes_column(processes: Sequence[SockProcess] | None, omitted: int = 0) -> str:
-    """``users:(("name",pid=N,fd=M),...)`` as ss -p prints it; empty without holders."""
-    if not processes:
-        return ""
-    held = ",".join(f'("{p.name}",pid={p.pid},fd={p.fd})' for p in processes)
-    more = f" +{omitted} more" if omitted else ""
-    return f"users:({held}){more}"
+def _many(prefix: dict[int, str], held: list[int]) -> str:
+    return ",".join(f"{prefix[pid]}{fd})" for pid, fd in zip(held[::2], held[1::2], strict=True))
 
 
 def sock_table(batches: Sequence[SockBatch], *, show_netns: bool, show_processes: bool) -> str:

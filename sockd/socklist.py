@@ -341,21 +341,19 @@ class _Sources:
 
 
 class _Processes:
-    """The holders of each socket inode, encoded as JSON for the reply."""
+    """The holders of each socket inode, encoded as the JSON of a SockBatch's holders columns."""
 
     def __init__(self, holders: sockdiag.Holders) -> None:
         self.holders = holders
-        # '{"pid":N,"name":"comm","fd":' for every pid that holds a socket (a few hundred).
-        self._prefix = {
-            pid: f'{{"pid":{pid},"name":{_json_str(name)},"fd":'
-            for pid, name in holders.names.items()
-        }
+        # "[pid," for every pid that holds a socket (a few hundred): a holder is one f-string.
+        self._prefix = {pid: f"[{pid}," for pid in holders.names}
 
-    def column(self, inodes: Iterable[int]) -> tuple[list[str], list[int] | None]:
-        """Each inode's holders as a JSON list (``[]``: none visible), and how many were cut
-        (None when none was)."""
+    def column(self, inodes: Iterable[int], pids: set[int]) -> tuple[list[str], list[int] | None]:
+        """Each inode's holders as a JSON ``[pid, fd, ...]`` list (``[]``: none visible), and how
+        many were cut (None when none was); adds the pids named to ``pids``."""
         get = self.holders.by_inode.get
         prefix = self._prefix
+        named = pids.add
         out: list[str] = []
         omitted: list[int] | None = None
         for index, inode in enumerate(inodes):
@@ -363,12 +361,13 @@ class _Processes:
             if held is None:
                 out.append("[]")
             elif type(held) is int:
-                out.append(f"[{prefix[held >> 32]}{held & 0xFFFFFFFF}}}]")
+                named(held >> 32)
+                out.append(f"{prefix[held >> 32]}{held & 0xFFFFFFFF}]")
             else:
                 many: list[int] = held  # type: ignore[assignment]
                 shown = many[: p.MAX_SOCK_PROCESSES]
-                parts = ",".join(f"{prefix[h >> 32]}{h & 0xFFFFFFFF}}}" for h in shown)
-                out.append(f"[{parts}]")
+                pids.update(h >> 32 for h in shown)
+                out.append(f"[{','.join(f'{h >> 32},{h & 0xFFFFFFFF}' for h in shown)}]")
                 if len(many) > len(shown):
                     if omitted is None:
                         omitted = [0] * index
@@ -377,6 +376,14 @@ class _Processes:
             if omitted is not None:
                 omitted.append(0)
         return out, omitted
+
+    def table(self, pids: set[int]) -> str:
+        """The ``holder_pid``/``holder_name`` members naming ``pids``."""
+        names = self.holders.names
+        ordered = sorted(pids)
+        return (
+            f'"holder_pid":{_ints(ordered)},"holder_name":{_dumps([names[pid] for pid in ordered])}'
+        )
 
     def held_by(self, pid: int) -> set[int]:
         """The inodes process ``pid`` holds."""
@@ -482,10 +489,12 @@ def _inet_batch(
         f'"remote_port":{_ints(c.remote_port)},"inode":{_ints(c.inode)},"uid":{_ints(c.uid)}'
     )
     if procs is not None:
-        held, omitted = procs.column(c.inode)
-        text += f',"processes":[{",".join(held)}]'
+        pids: set[int] = set()
+        held, omitted = procs.column(c.inode, pids)
+        text += f',"holders":[{",".join(held)}]'
         if omitted is not None:
-            text += f',"processes_omitted":{_ints(omitted)}'
+            text += f',"holders_omitted":{_ints(omitted)}'
+        text += f",{procs.table(pids)}"
     return text + "}"
 
 
@@ -501,13 +510,14 @@ def _unix_batch(header: str, c: sockdiag.UnixChunk, procs: "_Processes | None") 
         f'"peer_inode":{_dumps([peer or None for peer in c.peer])}'
     )
     if procs is not None:
-        held, omitted = procs.column(c.inode)
-        text += f',"processes":[{",".join(held)}]'
+        pids: set[int] = set()
+        held, omitted = procs.column(c.inode, pids)
+        text += f',"holders":[{",".join(held)}]'
         if omitted is not None:
-            text += f',"processes_omitted":{_ints(omitted)}'
-        peers, _ = procs.column(c.peer)
+            text += f',"holders_omitted":{_ints(omitted)}'
+        peers, _ = procs.column(c.peer, pids)
         peers = [held if inode else "null" for held, inode in zip(peers, c.peer, strict=True)]
-        text += f',"peer_processes":[{",".join(peers)}]'
+        text += f',"peer_holders":[{",".join(peers)}],{procs.table(pids)}'
     return text + "}"
 
 

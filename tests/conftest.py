@@ -137,6 +137,7 @@ def _sweep_namespaces() -> Iterator[None]:
     if os.geteuid() != 0:  # unit tests may run; the others fail in require_root
         yield
         return
+    global _session_lock
     lock = os.open(SESSION_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         try:
@@ -146,13 +147,35 @@ def _sweep_namespaces() -> Iterator[None]:
         else:
             _sweep_stale_state()
             fcntl.flock(lock, fcntl.LOCK_SH)
+        _session_lock = lock
         yield
         with contextlib.suppress(FileNotFoundError):
             for name in os.listdir(NETNS_DIR):
                 if name.startswith(PREFIX):
                     _remove_namespace(name)
     finally:
+        _session_lock = None
         os.close(lock)
+
+
+_session_lock: int | None = None
+"""This session's shared flock on SESSION_LOCK, while it runs as root."""
+
+
+def _alone() -> bool:
+    """Whether no other test session is alive now: our shared lock converts to an exclusive one.
+
+    (flock's conversion may drop the shared lock before it fails; it is then taken again.)
+    """
+    if _session_lock is None:
+        return False
+    try:
+        fcntl.flock(_session_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fcntl.flock(_session_lock, fcntl.LOCK_SH)
+        return False
+    fcntl.flock(_session_lock, fcntl.LOCK_SH)
+    return True
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -171,10 +194,15 @@ def _cleans_up_after_itself(request: pytest.FixtureRequest) -> Iterator[None]:
 
     Runs after the test's own daemon has stopped. A test that passed but left something behind
     fails here: leaking is a bug in the test or the daemon. A test that failed is only cleaned up.
+    Host ends are named after the test uids, not the session: they are looked at only while no
+    other test session (e.g. a `make soak` beside it) may be making its own.
     """
     namespaces = set(os.listdir(NETNS_DIR)) if os.path.isdir(NETNS_DIR) else set()
+    alone = _alone()
     links = _host_links()
     yield
+    if not (alone and _alone()):
+        links = _host_links()  # another session's host ends are not this test's to judge
     left_namespaces = sorted(
         n
         for n in (os.listdir(NETNS_DIR) if os.path.isdir(NETNS_DIR) else [])

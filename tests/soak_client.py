@@ -112,10 +112,10 @@ class Soak:
         payload = self.random.choice(
             [
                 b"\x00\xff garbage",
-                b'{"proto": 1, "op": "ns.create", "name": "../etc"}',
-                b'{"proto": 1, "op": "no.such.op"}',
+                b'{"proto": 2, "op": "ns.create", "name": "../etc"}',
+                b'{"proto": 2, "op": "no.such.op"}',
                 b'{"proto": 9, "op": "ping"}',
-                json.dumps({"proto": 1, "op": "ns.pids", "name": 5}).encode(),
+                json.dumps({"proto": 2, "op": "ns.pids", "name": 5}).encode(),
             ]
         )
         with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:

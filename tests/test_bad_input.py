@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sockctl.protocol import MAX_FDS, MAX_MESSAGE
+from sockctl.protocol import MAX_FDS, MAX_MESSAGE, PROTOCOL_VERSION
 from tests.conftest import DEFAULT_CONFIG, Daemon, connect_raw, ns_name, raw_call, start_daemon
 
 
@@ -35,33 +35,33 @@ def _error(reply: dict[str, object]) -> tuple[str, object]:
 
 def _serves(daemon: Daemon) -> None:
     with daemon.client() as client:
-        assert client.ping().protocol == 1
+        assert client.ping().protocol == PROTOCOL_VERSION
 
 
 BAD: list[tuple[bytes | dict[str, object], str, str | None]] = [
     (b"not json", "malformed_message", None),
-    (b'{"proto": 1, "op": "ping"', "malformed_message", None),
+    (b'{"proto": 2, "op": "ping"', "malformed_message", None),
     (b"[1, 2]", "malformed_message", None),
     (b"\xff\xfe", "malformed_message", None),
     (b"[" * 20000 + b"]" * 20000, "malformed_message", None),
     (b"{}", "unsupported_version", "proto"),
-    ({"proto": 2, "op": "ping"}, "unsupported_version", "proto"),
-    ({"proto": "1", "op": "ping"}, "unsupported_version", "proto"),
-    ({"proto": 1}, "unknown_operation", "op"),
-    ({"proto": 1, "op": "ns.explode"}, "unknown_operation", "op"),
-    ({"proto": 1, "op": ["ping"]}, "unknown_operation", "op"),
-    ({"proto": 1, "op": "ping", "extra": 1}, "invalid_request", "extra"),
-    ({"proto": 1, "op": "ns.create", "name": 5}, "invalid_request", "name"),
-    ({"proto": 1, "op": "ns.create"}, "invalid_request", "name"),
+    ({"proto": 1, "op": "ping"}, "unsupported_version", "proto"),
+    ({"proto": "2", "op": "ping"}, "unsupported_version", "proto"),
+    ({"proto": 2}, "unknown_operation", "op"),
+    ({"proto": 2, "op": "ns.explode"}, "unknown_operation", "op"),
+    ({"proto": 2, "op": ["ping"]}, "unknown_operation", "op"),
+    ({"proto": 2, "op": "ping", "extra": 1}, "invalid_request", "extra"),
+    ({"proto": 2, "op": "ns.create", "name": 5}, "invalid_request", "name"),
+    ({"proto": 2, "op": "ns.create"}, "invalid_request", "name"),
     (
-        {"proto": 1, "op": "ns.create", "name": "a", "loopback_up": "yes"},
+        {"proto": 2, "op": "ns.create", "name": "a", "loopback_up": "yes"},
         "invalid_request",
         "loopback_up",
     ),
-    ({"proto": 1, "op": "ns.delete", "name": "a", "force": 1}, "invalid_request", "force"),
-    ({"proto": 1, "op": "ns.identify", "pid": 0}, "invalid_request", "pid"),
-    ({"proto": 1, "op": "ns.identify", "pid": 2**40}, "invalid_request", "pid"),
-    ({"proto": 1, "op": "ns.identify", "pid": 1.5}, "invalid_request", "pid"),
+    ({"proto": 2, "op": "ns.delete", "name": "a", "force": 1}, "invalid_request", "force"),
+    ({"proto": 2, "op": "ns.identify", "pid": 0}, "invalid_request", "pid"),
+    ({"proto": 2, "op": "ns.identify", "pid": 2**40}, "invalid_request", "pid"),
+    ({"proto": 2, "op": "ns.identify", "pid": 1.5}, "invalid_request", "pid"),
 ]
 
 
@@ -72,7 +72,7 @@ def test_bad_requests_get_named_errors(
     with connect_raw(quick_daemon.socket) as sock:
         assert _error(raw_call(sock, message)) == (code, field)
         # Same connection, next request: still served.
-        assert raw_call(sock, {"proto": 1, "op": "ping"})["ok"] is True
+        assert raw_call(sock, {"proto": 2, "op": "ping"})["ok"] is True
 
 
 HOSTILE_NAMES = [
@@ -94,7 +94,7 @@ HOSTILE_NAMES = [
 def test_hostile_names_are_refused_and_make_nothing(quick_daemon: Daemon, name: str) -> None:
     before = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
     with connect_raw(quick_daemon.socket) as sock:
-        reply = raw_call(sock, {"proto": 1, "op": "ns.create", "name": name})
+        reply = raw_call(sock, {"proto": 2, "op": "ns.create", "name": name})
     assert _error(reply) == ("invalid_request", "name")
     assert "namespace name is" in reply["error"]["message"]
     after = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
@@ -102,7 +102,7 @@ def test_hostile_names_are_refused_and_make_nothing(quick_daemon: Daemon, name: 
 
 
 def test_message_at_the_limit_is_read_and_one_over_is_refused(quick_daemon: Daemon) -> None:
-    base = {"proto": 1, "op": "ping", "pad": ""}
+    base = {"proto": 2, "op": "ping", "pad": ""}
     padding = MAX_MESSAGE - len(json.dumps(base).encode())
     exact = json.dumps({**base, "pad": "x" * padding}).encode()
     assert len(exact) == MAX_MESSAGE
@@ -111,7 +111,7 @@ def test_message_at_the_limit_is_read_and_one_over_is_refused(quick_daemon: Daem
         # Exactly at the limit: parsed (and refused for its unknown field, not for its size).
         assert _error(raw_call(sock, exact)) == ("invalid_request", "pad")
         assert _error(raw_call(sock, exact + b" ")) == ("message_too_large", None)
-        assert raw_call(sock, {"proto": 1, "op": "ping"})["ok"] is True
+        assert raw_call(sock, {"proto": 2, "op": "ping"})["ok"] is True
 
 
 def test_descriptors_sent_to_an_operation_that_takes_none(quick_daemon: Daemon) -> None:
@@ -121,15 +121,15 @@ def test_descriptors_sent_to_an_operation_that_takes_none(quick_daemon: Daemon) 
         with connect_raw(quick_daemon.socket) as sock:
             fds = array.array("i", [r, w]).tobytes()
             sock.sendmsg(
-                [b'{"proto":1,"op":"ping"}'], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)]
+                [b'{"proto":2,"op":"ping"}'], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)]
             )
             assert _error(json.loads(sock.recv(70000))) == ("invalid_request", "fds")
             many = array.array("i", [r] * (MAX_FDS + 4)).tobytes()
             sock.sendmsg(
-                [b'{"proto":1,"op":"ping"}'], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, many)]
+                [b'{"proto":2,"op":"ping"}'], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, many)]
             )
             assert _error(json.loads(sock.recv(70000))) == ("invalid_request", "fds")
-            assert raw_call(sock, {"proto": 1, "op": "ping"})["ok"] is True
+            assert raw_call(sock, {"proto": 2, "op": "ping"})["ok"] is True
     finally:
         os.close(r)
         os.close(w)
@@ -175,10 +175,10 @@ def test_client_that_disconnects_mid_request(quick_daemon: Daemon) -> None:
     name = ns_name("midreq")
     for _ in range(20):
         sock = connect_raw(quick_daemon.socket)
-        sock.send(json.dumps({"proto": 1, "op": "ns.list"}).encode())
+        sock.send(json.dumps({"proto": 2, "op": "ns.list"}).encode())
         sock.close()  # never reads the reply
     sock = connect_raw(quick_daemon.socket)
-    sock.send(json.dumps({"proto": 1, "op": "ns.create", "name": name}).encode())
+    sock.send(json.dumps({"proto": 2, "op": "ns.create", "name": name}).encode())
     sock.close()
     _serves(quick_daemon)
     with quick_daemon.client() as client:
@@ -208,7 +208,7 @@ def test_no_fd_leak_over_many_bad_requests(quick_daemon: Daemon) -> None:
 def test_every_namespace_name_field_explains_the_rule(
     quick_daemon: Daemon, op: str, field: str
 ) -> None:
-    message: dict[str, object] = {"proto": 1, "op": op, "name": "ok", field: "../x"}
+    message: dict[str, object] = {"proto": 2, "op": op, "name": "ok", field: "../x"}
     if op == "sock.list":
         del message["name"]
     with connect_raw(quick_daemon.socket) as sock:

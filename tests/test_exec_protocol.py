@@ -27,7 +27,7 @@ def name(shared_daemon: Daemon) -> Iterator[str]:
 
 
 def send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = None) -> None:
-    payload = json.dumps({"proto": 1, **message}).encode()
+    payload = json.dumps({"proto": 2, **message}).encode()
     if fds:
         sock.sendmsg([payload], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
     else:

@@ -40,7 +40,7 @@ from tests.conftest import (
     start_daemon,
 )
 
-PING = b'{"proto":1,"op":"ping"}'
+PING = b'{"proto":2,"op":"ping"}'
 SERVED_WITHIN = 0.100
 """Seconds a normal request may take after (or during) each abuse."""
 RSS_BOUND_KIB = 4 * 1024
@@ -81,7 +81,7 @@ def warm_up(daemon: Daemon, workers: int = 20) -> None:
             client.ns_list()
     socks = [dial(daemon.socket) for _ in range(workers)]
     for sock in socks:
-        sock.send(b'{"proto":1,"op":"status"}')
+        sock.send(b'{"proto":2,"op":"status"}')
     for sock in socks:
         sock.recv(MAX_MESSAGE)
         sock.close()
@@ -149,7 +149,7 @@ def assert_recovered(daemon: Daemon, baseline: Baseline, timeout: float = 15.0) 
 def wait_connections(sock: socket.socket, count: int, timeout: float = 10.0) -> None:
     """Until the daemon counts ``count`` connections (``sock``'s included; closed ones gone)."""
     deadline = time.monotonic() + timeout
-    while (now := raw_call(sock, {"proto": 1, "op": "status"})["result"]["connections"]) != count:
+    while (now := raw_call(sock, {"proto": 2, "op": "status"})["result"]["connections"]) != count:
         assert time.monotonic() < deadline, f"{now} connections, expected {count}"
         time.sleep(0.05)
 
@@ -323,7 +323,7 @@ def test_stalled_and_truncated_requests_delay_nobody_and_are_dropped() -> None:
             try:
                 for i, sock in enumerate(truncated):
                     # A datagram is atomic: "half a request" is a cut-off JSON document.
-                    whole = json.dumps({"proto": 1, "op": "ns.create", "name": f"x{i}"}).encode()
+                    whole = json.dumps({"proto": 2, "op": "ns.create", "name": f"x{i}"}).encode()
                     sock.send(whole[: 1 + i % (len(whole) - 1)])
                 for sock in truncated:
                     assert refusal(sock)["code"] == "malformed_message"
@@ -379,7 +379,7 @@ def test_clients_that_never_read_a_large_listing_are_dropped_after_send_timeout(
             readers = [dial(daemon.socket) for _ in range(20)]
             try:
                 for sock in readers:
-                    sock.send(b'{"proto":1,"op":"ns.list"}')
+                    sock.send(b'{"proto":2,"op":"ns.list"}')
                 flooders = [dial(daemon.socket) for _ in range(5)]
                 readers += flooders
                 for sock in flooders:  # pings answered on the event loop, never read
@@ -443,7 +443,7 @@ def test_empty_datagram_with_descriptors_during_an_exec_session() -> None:
             def abuse() -> None:
                 with dial(daemon.socket) as sock:
                     request = {
-                        "proto": 1,
+                        "proto": 2,
                         "op": "ns.exec",
                         "name": name,
                         "argv": ["/bin/sleep", "30"],
@@ -545,7 +545,7 @@ def test_ten_thousand_rapid_connect_disconnect_cycles() -> None:
 
 
 def test_messages_at_the_size_limit_and_one_byte_over() -> None:
-    base = {"proto": 1, "op": "ping", "pad": ""}
+    base = {"proto": 2, "op": "ping", "pad": ""}
     exact = json.dumps({**base, "pad": "x" * (MAX_MESSAGE - len(json.dumps(base)))}).encode()
     assert len(exact) == MAX_MESSAGE
     with hostile_daemon() as daemon:
@@ -587,9 +587,9 @@ def test_requests_from_a_caller_that_exited_before_the_daemon_read_them(
 ) -> None:
     name = ns_name("ghost")
     requests = [
-        {"proto": 1, "op": "ns.create", "name": name},
-        {"proto": 1, "op": "ns.identify"},
-        {"proto": 1, "op": "ns.attach", "name": ns_name("ghostattach")},
+        {"proto": 2, "op": "ns.create", "name": name},
+        {"proto": 2, "op": "ns.identify"},
+        {"proto": 2, "op": "ns.attach", "name": ns_name("ghostattach")},
     ]
     with hostile_daemon() as daemon:
 

@@ -16,7 +16,7 @@ held = []
 for _ in range(16):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     s.connect(os.environ["SOCKD_SOCKET"])
-    s.send(b'{"proto":1,"op":"ping"}')
+    s.send(b'{"proto":2,"op":"ping"}')
     assert json.loads(s.recv(65536))["ok"]
     held.append(s)
 extra = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -51,7 +51,7 @@ def test_root_is_not_limited_per_uid(daemon: Daemon) -> None:
         for _ in range(20):
             s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             s.connect(daemon.socket)
-            s.send(b'{"proto":1,"op":"ping"}')
+            s.send(b'{"proto":2,"op":"ping"}')
             assert json.loads(s.recv(65536))["ok"]
             held.append(s)
     finally:

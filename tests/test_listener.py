@@ -25,7 +25,7 @@ def test_stale_socket_of_a_dead_daemon_is_replaced(daemon_dir: Path) -> None:
     daemon = start_daemon(daemon_dir)
     try:
         with connect_raw(daemon.socket) as sock:
-            assert raw_call(sock, {"proto": 1, "op": "ping"})["ok"]
+            assert raw_call(sock, {"proto": 2, "op": "ping"})["ok"]
     finally:
         assert daemon.stop() == 0
 
@@ -45,7 +45,7 @@ def test_second_daemon_refuses_when_the_first_answers(daemon: Daemon, daemon_dir
     assert code == 1
     assert "another sockd answers on" in log
     with connect_raw(daemon.socket) as sock:  # the first one is unharmed
-        assert raw_call(sock, {"proto": 1, "op": "ping"})["ok"]
+        assert raw_call(sock, {"proto": 2, "op": "ping"})["ok"]
 
 
 def test_second_daemon_refuses_a_state_dir_in_use(daemon: Daemon, daemon_dir: Path) -> None:
@@ -111,7 +111,7 @@ def test_socket_activation_and_notify(daemon_dir: Path) -> None:
     try:
         # The first connection starts the daemon (systemd-socket-activate waits for it).
         with connect_raw(sock_path) as sock:
-            assert raw_call(sock, {"proto": 1, "op": "ping"})["ok"]
+            assert raw_call(sock, {"proto": 2, "op": "ping"})["ok"]
         messages: list[str] = []
         while not any("READY=1" in m for m in messages):
             messages.append(notify.recv(4096).decode())

@@ -137,13 +137,13 @@ def test_hostile_names_are_rejected_by_the_contract(name: str) -> None:
 
     with pytest.raises(ValidationError):
         request_adapter("ns.create").validate_json(
-            json.dumps({"proto": 1, "op": "ns.create", "name": name}), strict=True
+            json.dumps({"proto": 2, "op": "ns.create", "name": name}), strict=True
         )
 
 
 @pytest.mark.parametrize("name", ["a", "test", "A-1.b_2", "0", "x" * 64])
 def test_ordinary_names_are_accepted(name: str) -> None:
     request = request_adapter("ns.create").validate_json(
-        json.dumps({"proto": 1, "op": "ns.create", "name": name}), strict=True
+        json.dumps({"proto": 2, "op": "ns.create", "name": name}), strict=True
     )
     assert request.name == name

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -32,10 +33,13 @@ from sockctl import InvalidRequest, NotFound, SockInfo
 from sockctl._socktable import cells
 from sockctl.protocol import (
     MAX_MESSAGE,
+    MAX_SOCK_PROCESSES,
     SockBatch,
+    SockProcess,
     WireTypeError,
     from_wire,
     sock_batch_from_wire,
+    sock_batch_processes,
     sock_batch_rows,
 )
 from sockd import linux, sockdiag
@@ -221,12 +225,15 @@ def sockd_view(batches: list[SockBatch]) -> dict[Key, set[tuple[str, int, int]]]
     """The same keys from sock.list, rendered as sockctl renders them."""
     rows: dict[Key, set[tuple[str, int, int]]] = {}
     for batch in batches:
-        netids, states, _rq, _sq, local, peer = cells(batch, processes=False)
+        netids, states, _rq, _sq, local, peer, users = cells(batch, processes=True)
+        processes = sock_batch_processes(batch)
         for i, inode in enumerate(batch.inode):
             # ss reads RAW sockets from /proc/net/raw and prints no inode for them.
             key = (netids[i], states[i], local[i], peer[i], None if batch.kind == "raw" else inode)
-            held = (batch.processes or [None] * len(batch.inode))[i]
-            rows[key] = {(p.name, p.pid, p.fd) for p in held or []}
+            rows[key] = {(p.name, p.pid, p.fd) for p in processes[i] or []}
+            # The CLI's Process column says the same as the decoded objects.
+            shown = {(n, int(pid), int(fd)) for n, pid, fd in _USERS.findall(users[i])}
+            assert shown == rows[key], (users[i], processes[i])
     return rows
 
 
@@ -283,6 +290,61 @@ def test_holders_outside_the_namespace_and_shared_after_fork(
     assert pids == {zoo.root.info["pid"], zoo.root.info["child"]}
 
 
+MANY_HOLDERS = """
+import os, signal, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+children = []
+for _ in range(int(sys.argv[1]) - 1):
+    pid = os.fork()
+    if pid == 0:
+        signal.pause()
+        os._exit(0)
+    children.append(pid)
+print(s.getsockname()[1], flush=True)
+try:
+    sys.stdin.read()
+finally:
+    for pid in children:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+"""
+
+
+def test_a_socket_held_by_more_processes_than_a_row_lists(shared_daemon: Daemon) -> None:
+    """One socket inherited by MAX_SOCK_PROCESSES + 3 processes: the row lists 128 holders and
+    counts the other 3, in the library and in the CLI's table (``+3 more``)."""
+    holders = MAX_SOCK_PROCESSES + 3
+    holder = subprocess.Popen(
+        [sys.executable, "-c", MANY_HOLDERS, str(holders)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its children are killed with its process group
+    )
+    try:
+        assert holder.stdout is not None
+        port = int(holder.stdout.readline())
+        filters = {"kinds": ["udp"], "local_address": "127.0.0.1", "local_port": port}
+        (row,) = shared_daemon.client().sock_list(**filters)[0]  # type: ignore[arg-type]
+        assert row.processes is not None
+        assert len(row.processes) == MAX_SOCK_PROCESSES
+        assert row.processes_omitted == 3
+        family = {p.pid for p in row.processes}
+        assert len(family) == MAX_SOCK_PROCESSES
+        assert all(Path(f"/proc/{pid}/status").exists() for pid in family)
+        table = sockctl(
+            shared_daemon, "sock", "list", "-u", "--src", "127.0.0.1", "--sport", str(port)
+        )
+        assert table.returncode == 0, table.stderr
+        _, line = table.stdout.splitlines()
+        assert line.endswith(" +3 more")
+        assert len(_USERS.findall(line)) == MAX_SOCK_PROCESSES
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)
+        holder.communicate()
+
+
 BIG_HOLDER = """
 import resource, socket, sys
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -321,9 +383,9 @@ def test_threaded_scan_finds_every_fd_of_a_process_bigger_than_a_chunk() -> None
                 if any(p == pid for p, _ in holders.of(inode))
             }
 
-        threaded = sockdiag.socket_holders(workers=2)
+        threaded = sockdiag.socket_holders(threads=2)
         assert of_holder(threaded) == truth
-        assert of_holder(sockdiag.socket_holders(workers=1)) == truth
+        assert of_holder(sockdiag.socket_holders(threads=1)) == truth
         assert of_holder(sockdiag.socket_holders(pid=pid)) == truth
         assert threaded.names[pid] == Path(f"/proc/{pid}/comm").read_text().strip()
 
@@ -351,7 +413,7 @@ def test_threaded_scan_finds_every_fd_of_a_process_bigger_than_a_chunk() -> None
             with pytest.MonkeyPatch.context() as patch:
                 patch.setattr(sockdiag, "_readlinks", failing)
                 with pytest.raises(OSError, match="injected"):
-                    sockdiag.socket_holders(workers=2)
+                    sockdiag.socket_holders(threads=2)
             assert failed
             assert len(os.listdir("/proc/self/fd")) == fds_before
             assert not [t for t in threading.enumerate() if t.name.startswith("sockd-scan")]
@@ -654,7 +716,7 @@ def test_large_listing_streams_in_bounded_messages(shared_daemon: Daemon) -> Non
         sockets = _in_netns(name, bind_all)
         raw = connect_raw(shared_daemon.socket)
         try:
-            raw.send(json.dumps({"proto": 1, "op": "sock.list", "netns": name}).encode())
+            raw.send(json.dumps({"proto": 2, "op": "sock.list", "netns": name}).encode())
             messages = []
             while True:
                 data = raw.recv(MAX_MESSAGE + 1)
@@ -716,13 +778,32 @@ def test_batch_decoder_rejects_contract_breaks() -> None:
     assert row == SockInfo(
         "tcp", "inet", "stream", "listening", 0, 128, "127.0.0.1", 80, ANY, 0, 1234, 0
     )
+    table = {"holder_pid": [1, 2], "holder_name": ["x", "y"]}
+    (row,) = sock_batch_rows(
+        sock_batch_from_wire({**good, "holders": [[1, 3, 2, 4]], "holders_omitted": [5], **table})
+    )
+    assert row.processes == [SockProcess(pid=1, name="x", fd=3), SockProcess(pid=2, name="y", fd=4)]
+    assert row.processes_omitted == 5
+    (row,) = sock_batch_rows(sock_batch_from_wire({**good, "holders": [[]], **table}))
+    assert row.processes == [] and row.peer_processes is None
     for broken in [
         {**good, "recv_q": [True]},
         {**good, "inode": ["1234"]},
         {**good, "uid": [0, 1]},
         {**good, "kind": "sctp"},
         {**good, "type": ["bogus"]},
-        {**good, "processes": [[{"pid": 1, "name": "x", "fd": "3"}]]},
+        {**good, "holders": [[{"pid": 1, "name": "x", "fd": 3}]], **table},
+        {**good, "holders": [[1, "3"]], **table},
+        {**good, "holders": [[1, True]], **table},
+        {**good, "holders": [[1, 3, 1]], **table},
+        {**good, "holders": [[7, 3]], **table},
+        {**good, "holders": [[1, 3]]},
+        {**good, "holders": [[1, 3]], "holder_pid": [1], "holder_name": []},
+        {**good, "holders": [[1, 3]], "holder_pid": [1]},
+        {**good, "holders": [[1, 3]], "holder_pid": ["1"], "holder_name": ["x"]},
+        {**good, "holders": [[1, 3] * (MAX_SOCK_PROCESSES + 1)], **table},
+        {**good, "holders": [[1, 3], []], **table},
+        {**good, "holders_omitted": [1, 2], "holders": [[1, 3]], **table},
         {k: v for k, v in good.items() if k != "state"},
         [good],
     ]:

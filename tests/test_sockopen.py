@@ -348,7 +348,7 @@ def test_address_syntax_errors(text: str) -> None:
 
 def test_unix_listen_is_left_to_the_client_on_the_wire(shared_daemon: Daemon) -> None:
     request = {
-        "proto": 1,
+        "proto": 2,
         "op": "sock.open",
         "family": "unix",
         "address": "@sockd-test-wire",
