@@ -20,17 +20,17 @@ generic netlink parser was measured 45x slower on the same dump, ../shared/DESIG
 """
 
 import array
-import collections
 import contextlib
 import errno
 import itertools
 import os
 import socket
 import struct
+import subprocess
 import sys
+import threading
+import typing
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as wait_all
 from dataclasses import dataclass, field
 from typing import IO, Any, NamedTuple, TypeVar
 
@@ -614,18 +614,22 @@ _VANISHED = (FileNotFoundError, ProcessLookupError)
 
 
 def socket_holders(
-    proc: str = "/proc", *, uid: int | None = None, pid: int | None = None, workers: int = 2
+    proc: str = "/proc", *, uid: int | None = None, pid: int | None = None, helpers: int = 1
 ) -> Holders:
     """Map socket inodes to their holders, scanning ``/proc/*/fd`` once.
 
     ``uid`` limits the scan to processes whose ``/proc/PID`` belongs to that uid (their effective
     uid; a non-dumpable process shows as root's), ``pid`` to one process. Both shrink the work: the
-    full scan costs a ``readlink`` per open file on the host (~3 µs each, nearly all in the kernel).
-    A process with more than :data:`_CHUNK` fds has its first chunk read here and the others on
-    ``workers`` threads (readlink releases the GIL) while this thread goes on with the next
-    processes: the bare readlinks of 20 000 fds took 82 ms on one thread and 56 ms on two (2 CPUs).
-    Smaller processes, most of them, are read here at once, where a hand-off would cost more. At
-    most :data:`_WINDOW` big processes have their directories open at once.
+    full scan costs a ``readlink`` per open file on the host (~3.5 µs each, nearly all of it in the
+    kernel: a C loop is only ~15 % faster than this one).
+
+    A process with at least :data:`_HELPER_MIN` fds (a server holding thousands of connections)
+    is read in chunks of :data:`_CHUNK` fds, dealt in turn to this thread and to ``helpers``
+    helper processes (:class:`_Helper`), which read theirs while this thread reads its own and
+    goes on with the next processes. Processes, not threads: two processes reading 100 000 fds
+    each took as long as one alone, while two threads of one interpreter gained only ~15 %
+    (the GIL is handed over after every readlink). Smaller processes are all read here. A
+    helper is only started for a whole-host scan (``uid`` and ``pid`` unset), the one that is big.
 
     Processes exit and close fds while we walk: a vanished process or fd (ENOENT/ESRCH) is skipped on
     purpose, as ss does; its sockets are then listed without it. A process whose fds we may not read
@@ -636,45 +640,46 @@ def socket_holders(
         proc_fd = os.open(proc, _DIRECTORY)
         stack.callback(os.close, proc_fd)
         pids = [pid] if pid is not None else [int(n) for n in os.listdir(proc_fd) if n.isdigit()]
-        # Big processes whose chunks are being read; each is closed by _finish, or (on an error)
-        # by _abandon once its threads are done with it. The pool shuts down first: LIFO.
-        pending: collections.deque[_Pending] = collections.deque()
-        stack.callback(_abandon, pending)
-        pool: ThreadPoolExecutor | None = None
+        pool: list[_Helper] = []
+        may_help = helpers > 0 and uid is None and pid is None
         for candidate in pids:
             opened = _open_process(proc_fd, candidate, uid)
             if opened is None:
                 continue
-            names = opened.names
-            if workers <= 1 or len(names) <= _CHUNK:  # most processes: here, at once
-                with contextlib.closing(opened):
-                    _add(holders, opened, [_readlinks(opened.fd_dir, candidate, names)])
-                continue
-            work = _Pending(opened)
-            pending.append(work)
-            if pool is None:
-                pool = stack.enter_context(
-                    ThreadPoolExecutor(workers, thread_name_prefix="sockd-scan")
-                )
-            for i in range(_CHUNK, len(names), _CHUNK):
-                work.rest.append(
-                    pool.submit(_readlinks, opened.fd_dir, candidate, names[i : i + _CHUNK])
-                )
-            work.first = _readlinks(opened.fd_dir, candidate, names[:_CHUNK])
-            while len(pending) > _WINDOW:
-                _finish(holders, pending[0])
-                pending.popleft()
-        while pending:
-            _finish(holders, pending[0])
-            pending.popleft()
+            with contextlib.closing(opened):
+                names = opened.names
+                if not may_help or len(names) < _HELPER_MIN:  # most processes: here, at once
+                    if _add(holders, [_readlinks(opened.fd_dir, candidate, names)]):
+                        holders.names[candidate] = _comm(opened.pid_dir)
+                    continue
+                if not pool:
+                    pool = _start_helpers(proc, helpers, stack)
+                    if not pool:  # other scans have all the helpers: read it here
+                        may_help = False
+                        if _add(holders, [_readlinks(opened.fd_dir, candidate, names)]):
+                            holders.names[candidate] = _comm(opened.pid_dir)
+                        continue
+                # Chunk i goes to this thread when i % (helpers + 1) == 0, else to a helper;
+                # the helpers' are sent first, so that they read while this thread does.
+                chunks = [names[i : i + _CHUNK] for i in range(0, len(names), _CHUNK)]
+                share = helpers + 1
+                for i, chunk in enumerate(chunks):
+                    if i % share:
+                        pool[i % share - 1].send(candidate, chunk)
+                mine = [_readlinks(opened.fd_dir, candidate, chunk) for chunk in chunks[::share]]
+                # Named now, while its directory is open: the helpers' finds need the name too.
+                holders.names[candidate] = _comm(opened.pid_dir)
+                _add(holders, mine)
+        _add(holders, [helper.result() for helper in pool])
     return holders
 
 
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _CHUNK = 2048
-"""Fds per readlink task: small enough to spread one big process, big enough to be cheap to hand."""
-_WINDOW = 32
-"""Processes whose directories are open at once during a threaded scan (2 fds each)."""
+"""Fds per chunk dealt to this thread or a helper (~7 ms of readlinks)."""
+_HELPER_MIN = 4096
+"""Fewest fds of a process that is shared with helpers: starting one costs ~15 ms, what ~4 000
+readlinks cost."""
 
 _Found = list[tuple[int, int]]
 """(socket inode, pid << 32 | fd) of the sockets among some fds."""
@@ -717,6 +722,102 @@ def _open_process(proc_fd: int, pid: int, uid: int | None) -> _Opened | None:
         raise
 
 
+# What a helper runs (python -I -S -c): lines "PID FD FD ...\n" on stdin, one per chunk; on
+# stdout, once stdin is closed, native-endian u64 pairs (socket inode, pid << 32 | fd). Vanished
+# processes and fds and EACCES are skipped as in _readlinks; anything else ends it with status 1.
+_HELPER_CODE = """
+import array, os, sys
+proc = sys.argv[1]
+found = array.array("Q")
+skip = (FileNotFoundError, ProcessLookupError, PermissionError)
+for line in sys.stdin.buffer:
+    pid, *names = line.split()
+    try:
+        fd_dir = os.open(b"%s/%s/fd" % (proc.encode(), pid), os.O_RDONLY | os.O_DIRECTORY)
+    except skip:
+        continue
+    base = int(pid) << 32
+    try:
+        for name in names:
+            try:
+                target = os.readlink(name, dir_fd=fd_dir)
+            except skip:
+                continue
+            if target.startswith(b"socket:["):
+                found.append(int(target[8:-1]))
+                found.append(base | int(name))
+    finally:
+        os.close(fd_dir)
+sys.stdout.buffer.write(found.tobytes())
+"""
+
+
+_HELPER_SLOTS = threading.BoundedSemaphore(2)
+"""Helpers alive at once, over all concurrent scans: a burst of listings must not start a
+process each (an interpreter is ~10 MB); a scan that finds none free reads everything itself."""
+
+
+def _start_helpers(proc: str, count: int, stack: contextlib.ExitStack) -> "list[_Helper]":
+    """Up to ``count`` helpers, as many as there are free slots; ``stack`` ends them."""
+    pool = []
+    for _ in range(count):
+        if not _HELPER_SLOTS.acquire(blocking=False):
+            break
+        stack.callback(_HELPER_SLOTS.release)
+        pool.append(stack.enter_context(_Helper(proc)))
+    return pool
+
+
+class _Helper:
+    """A helper process reading chunks of fds for :func:`socket_holders`.
+
+    A fresh interpreter (``-I -S``: no site, no environment), not a fork of the daemon: the
+    daemon has threads. It is killed and reaped on any error; :meth:`result` waits for it.
+    """
+
+    def __init__(self, proc: str) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", _HELPER_CODE, proc],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd="/",
+        )
+
+    def __enter__(self) -> "_Helper":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc.returncode is None:
+            self._proc.kill()
+            self._proc.communicate()
+
+    def send(self, pid: int, names: list[str]) -> None:
+        """Have it read fds ``names`` of ``pid``: it starts on them at once."""
+        stdin = typing.cast(IO[bytes], self._proc.stdin)
+        stdin.write(f"{pid} {' '.join(names)}\n".encode())
+        stdin.flush()
+
+    def result(self) -> _Found:
+        """What it found; raises OSError if it failed or took longer than _HELPER_TIMEOUT."""
+        try:
+            out, err = self._proc.communicate(timeout=_HELPER_TIMEOUT)
+        except subprocess.TimeoutExpired as exc:
+            raise OSError(errno.ETIMEDOUT, "the /proc scan helper took too long") from exc
+        if self._proc.returncode != 0:
+            reason = err.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
+            raise OSError(
+                errno.EIO, f"the /proc scan helper failed ({self._proc.returncode}): {reason[0]}"
+            )
+        found = array.array("Q")
+        found.frombytes(out)
+        return list(zip(found[0::2], found[1::2], strict=True))
+
+
+_HELPER_TIMEOUT = 120.0
+"""Seconds a helper may take: ~30x what 1 000 000 readlinks take here."""
+
+
 def _readlinks(fd_dir: int, pid: int, names: list[str]) -> _Found:
     """The sockets among fds ``names`` of a process; fds closed meanwhile are skipped."""
     found = []
@@ -732,33 +833,8 @@ def _readlinks(fd_dir: int, pid: int, names: list[str]) -> _Found:
     return found
 
 
-@dataclass
-class _Pending:
-    """A big process being read: the chunk read here, and the chunks on the scan threads."""
-
-    opened: _Opened
-    first: _Found = field(default_factory=list)
-    rest: list[Future[_Found]] = field(default_factory=list)
-
-
-def _finish(holders: Holders, work: _Pending) -> None:
-    """Wait for a big process's chunks, add its sockets to ``holders``, close it."""
-    _add(holders, work.opened, [work.first, *(f.result() for f in work.rest)])
-    work.opened.close()
-
-
-def _abandon(pending: "collections.deque[_Pending]") -> None:
-    """After an error: let the threads finish with every pending process, then close them all."""
-    while pending:
-        work = pending.popleft()
-        for future in work.rest:
-            future.cancel()
-        wait_all(work.rest)
-        work.opened.close()
-
-
-def _add(holders: Holders, opened: _Opened, parts: list[_Found]) -> None:
-    """Add what was found in one process to ``holders``; name the process if it holds sockets."""
+def _add(holders: Holders, parts: list[_Found]) -> bool:
+    """Add what was found to ``holders``; whether anything was."""
     by_inode = holders.by_inode
     any_found = False
     for found in parts:
@@ -770,8 +846,7 @@ def _add(holders: Holders, opened: _Opened, parts: list[_Found]) -> None:
                 else:
                     held.append(packed)
         any_found = any_found or bool(found)
-    if any_found:
-        holders.names[opened.pid] = _comm(opened.pid_dir)
+    return any_found
 
 
 def _comm(pid_dir: int) -> str:

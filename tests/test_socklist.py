@@ -20,7 +20,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -355,10 +354,22 @@ sys.stdin.read()
 """
 
 
-def test_threaded_scan_finds_every_fd_of_a_process_bigger_than_a_chunk() -> None:
-    """One process's fds are spread over the scan threads in chunks: each socket fd is found once,
-    as the single-threaded scan and readlink itself find them, and the process is named."""
-    pairs = 3 * sockdiag._CHUNK // 2 + 7  # three chunks and a bit, with the holder's other fds
+def _children() -> set[int]:
+    """This process's child pids (its threads' children files, Linux >= 3.5)."""
+    pids: set[int] = set()
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(FileNotFoundError):
+            pids.update(map(int, Path(f"/proc/self/task/{tid}/children").read_text().split()))
+    return pids
+
+
+def test_helper_scan_finds_every_fd_of_a_big_process_once() -> None:
+    """A big process's fds are shared between the scanning thread and a helper process in chunks:
+    each socket fd is found once, as the in-thread scan and readlink itself find them, and the
+    process is named. A helper that fails or hangs, or a failure on the scanning thread while
+    it runs, propagates and leaves no descriptor and no process behind."""
+    pairs = sockdiag._CHUNK + 7  # three chunks, two here and one in the helper
+    assert 2 * pairs >= sockdiag._HELPER_MIN
     holder = subprocess.Popen(
         [sys.executable, "-c", BIG_HOLDER, str(pairs)],
         stdin=subprocess.PIPE,
@@ -383,40 +394,47 @@ def test_threaded_scan_finds_every_fd_of_a_process_bigger_than_a_chunk() -> None
                 if any(p == pid for p, _ in holders.of(inode))
             }
 
-        threaded = sockdiag.socket_holders(threads=2)
-        assert of_holder(threaded) == truth
-        assert of_holder(sockdiag.socket_holders(threads=1)) == truth
+        helped = sockdiag.socket_holders(helpers=1)
+        assert of_holder(helped) == truth
+        assert of_holder(sockdiag.socket_holders(helpers=2)) == truth  # as many as there are slots
+        assert of_holder(sockdiag.socket_holders(helpers=0)) == truth
         assert of_holder(sockdiag.socket_holders(pid=pid)) == truth
-        assert threaded.names[pid] == Path(f"/proc/{pid}/comm").read_text().strip()
+        assert helped.names[pid] == Path(f"/proc/{pid}/comm").read_text().strip()
 
-        # A chunk of the holder failing, on a scan thread or on the scanning one (fault injected:
-        # nothing here makes readlink fail with another errno on demand), propagates and leaves
-        # no descriptor and no thread behind.
+        # Faults injected (nothing here makes readlink fail on demand, or a helper hang).
+        children = _children()
         real = sockdiag._readlinks
-        for on_scan_thread in (True, False):
+
+        def failing_here(fd_dir: int, pid_: int, names: list[str]) -> list[tuple[int, int]]:
+            if pid_ == pid:
+                raise OSError(errno.EMFILE, "injected here")
+            return real(fd_dir, pid_, names)
+
+        # Every helper slot taken by other scans: this one reads it all itself.
+        taken = 0
+        while sockdiag._HELPER_SLOTS.acquire(blocking=False):
+            taken += 1
+        try:
+            assert taken == 2
+            assert of_holder(sockdiag.socket_holders(helpers=1)) == truth
+        finally:
+            for _ in range(taken):
+                sockdiag._HELPER_SLOTS.release()
+
+        patch_sets: list[tuple[dict[str, Any], str]] = [
+            ({"_HELPER_CODE": "import sys; sys.exit('injected in the helper')"}, "injected in"),
+            ({"_HELPER_CODE": "import time; time.sleep(60)", "_HELPER_TIMEOUT": 0.5}, "too long"),
+            ({"_readlinks": failing_here}, "injected here"),
+        ]
+        for patches, match in patch_sets:
             fds_before = len(os.listdir("/proc/self/fd"))
-            failed: list[str] = []
-
-            def failing(
-                fd_dir: int,
-                pid_: int,
-                names: list[str],
-                on_scan_thread: bool = on_scan_thread,
-                failed: list[str] = failed,
-            ) -> list[tuple[int, int]]:
-                scan_thread = threading.current_thread().name.startswith("sockd-scan")
-                if pid_ == pid and scan_thread == on_scan_thread and not failed:
-                    failed.append(names[0])
-                    raise OSError(errno.EMFILE, "injected")
-                return real(fd_dir, pid_, names)
-
             with pytest.MonkeyPatch.context() as patch:
-                patch.setattr(sockdiag, "_readlinks", failing)
-                with pytest.raises(OSError, match="injected"):
-                    sockdiag.socket_holders(threads=2)
-            assert failed
+                for attribute, value in patches.items():
+                    patch.setattr(sockdiag, attribute, value)
+                with pytest.raises(OSError, match=match):
+                    sockdiag.socket_holders(helpers=1)
             assert len(os.listdir("/proc/self/fd")) == fds_before
-            assert not [t for t in threading.enumerate() if t.name.startswith("sockd-scan")]
+            assert _children() == children
     finally:
         holder.kill()
         holder.communicate()
