@@ -145,9 +145,10 @@ class Namespace:
 
 
 def cpu_of(pid: int) -> float:
-    """User + system CPU seconds a process has used (/proc/PID/stat utime, stime)."""
+    """User + system CPU seconds a process and its reaped children (the daemon's /proc scan
+    helpers) have used (/proc/PID/stat utime, stime, cutime, cstime)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(map(int, fields[11:15])) / os.sysconf("SC_CLK_TCK")
 
 
 def timed(fn: Callable[[], object], daemon_pid: int) -> tuple[float, float]:

@@ -614,7 +614,11 @@ _VANISHED = (FileNotFoundError, ProcessLookupError)
 
 
 def socket_holders(
-    proc: str = "/proc", *, uid: int | None = None, pid: int | None = None, helpers: int = 1
+    proc: str = "/proc",
+    *,
+    uid: int | None = None,
+    pid: int | None = None,
+    helpers: int | None = None,
 ) -> Holders:
     """Map socket inodes to their holders, scanning ``/proc/*/fd`` once.
 
@@ -624,12 +628,13 @@ def socket_holders(
     kernel: a C loop is only ~15 % faster than this one).
 
     A process with at least :data:`_HELPER_MIN` fds (a server holding thousands of connections)
-    is read in chunks of :data:`_CHUNK` fds, dealt in turn to this thread and to ``helpers``
-    helper processes (:class:`_Helper`), which read theirs while this thread reads its own and
-    goes on with the next processes. Processes, not threads: two processes reading 100 000 fds
-    each took as long as one alone, while two threads of one interpreter gained only ~15 %
-    (the GIL is handed over after every readlink). Smaller processes are all read here. A
-    helper is only started for a whole-host scan (``uid`` and ``pid`` unset), the one that is big.
+    is read by ``helpers`` helper processes (:class:`_Helper`; default: one per CPU, at most
+    :data:`_HELPERS`), in chunks of :data:`_CHUNK` fds dealt in turn, while this thread lists
+    the next processes and reads the small ones. Processes, not threads: two processes reading
+    100 000 fds each took as long as one alone, while two threads of one interpreter gained only
+    ~15 % (the GIL changes hands after every readlink), and the daemon's own thread, which dumps
+    sockets meanwhile, would slow them further. A helper is only started for a whole-host scan
+    (``uid`` and ``pid`` unset), the one that is big, and only if a slot is free.
 
     Processes exit and close fds while we walk: a vanished process or fd (ENOENT/ESRCH) is skipped on
     purpose, as ss does; its sockets are then listed without it. A process whose fds we may not read
@@ -641,7 +646,9 @@ def socket_holders(
         stack.callback(os.close, proc_fd)
         pids = [pid] if pid is not None else [int(n) for n in os.listdir(proc_fd) if n.isdigit()]
         pool: list[_Helper] = []
-        may_help = helpers > 0 and uid is None and pid is None
+        wanted = _default_helpers() if helpers is None else helpers
+        may_help = wanted > 0 and uid is None and pid is None
+        dealt = 0
         for candidate in pids:
             opened = _open_process(proc_fd, candidate, uid)
             if opened is None:
@@ -653,25 +660,25 @@ def socket_holders(
                         holders.names[candidate] = _comm(opened.pid_dir)
                     continue
                 if not pool:
-                    pool = _start_helpers(proc, helpers, stack)
+                    pool = _start_helpers(proc, wanted, stack)
                     if not pool:  # other scans have all the helpers: read it here
                         may_help = False
                         if _add(holders, [_readlinks(opened.fd_dir, candidate, names)]):
                             holders.names[candidate] = _comm(opened.pid_dir)
                         continue
-                # Chunk i goes to this thread when i % (helpers + 1) == 0, else to a helper;
-                # the helpers' are sent first, so that they read while this thread does.
-                chunks = [names[i : i + _CHUNK] for i in range(0, len(names), _CHUNK)]
-                share = helpers + 1
-                for i, chunk in enumerate(chunks):
-                    if i % share:
-                        pool[i % share - 1].send(candidate, chunk)
-                mine = [_readlinks(opened.fd_dir, candidate, chunk) for chunk in chunks[::share]]
-                # Named now, while its directory is open: the helpers' finds need the name too.
+                for i in range(0, len(names), _CHUNK):
+                    pool[dealt % len(pool)].send(candidate, names[i : i + _CHUNK])
+                    dealt += 1
+                # Named now, while its directory is open: the helpers' finds need the name.
                 holders.names[candidate] = _comm(opened.pid_dir)
-                _add(holders, mine)
-        _add(holders, [helper.result() for helper in pool])
+        for helper in pool:
+            _merge(holders, *helper.result())
     return holders
+
+
+def _default_helpers() -> int:
+    cpus = len(os.sched_getaffinity(0))
+    return 0 if cpus < 2 else min(cpus, _HELPERS)
 
 
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -752,7 +759,9 @@ sys.stdout.buffer.write(found.tobytes())
 """
 
 
-_HELPER_SLOTS = threading.BoundedSemaphore(2)
+_HELPERS = 4
+"""Most helpers alive at once, over all concurrent scans."""
+_HELPER_SLOTS = threading.BoundedSemaphore(_HELPERS)
 """Helpers alive at once, over all concurrent scans: a burst of listings must not start a
 process each (an interpreter is ~10 MB); a scan that finds none free reads everything itself."""
 
@@ -798,7 +807,7 @@ class _Helper:
         stdin.write(f"{pid} {' '.join(names)}\n".encode())
         stdin.flush()
 
-    def result(self) -> _Found:
+    def result(self) -> "tuple[array.array[int], array.array[int]]":
         """What it found; raises OSError if it failed or took longer than _HELPER_TIMEOUT."""
         try:
             out, err = self._proc.communicate(timeout=_HELPER_TIMEOUT)
@@ -811,7 +820,7 @@ class _Helper:
             )
         found = array.array("Q")
         found.frombytes(out)
-        return list(zip(found[0::2], found[1::2], strict=True))
+        return found[0::2], found[1::2]
 
 
 _HELPER_TIMEOUT = 120.0
@@ -831,6 +840,18 @@ def _readlinks(fd_dir: int, pid: int, names: list[str]) -> _Found:
         if target.startswith("socket:["):
             found.append((int(target[8:-1]), base | int(name)))
     return found
+
+
+def _merge(holders: Holders, inodes: Sequence[int], packed: Sequence[int]) -> None:
+    """Add a helper's finds: in C (dict, set operations) but for the inodes found twice."""
+    fresh = dict(zip(inodes, packed, strict=True))
+    if len(fresh) < len(inodes):  # a socket in two fds of what it read: the general way
+        _add(holders, [list(zip(inodes, packed, strict=True))])
+        return
+    by_inode = holders.by_inode
+    for inode in fresh.keys() & by_inode.keys():
+        _add(holders, [[(inode, fresh.pop(inode))]])
+    by_inode.update(fresh)
 
 
 def _add(holders: Holders, parts: list[_Found]) -> bool:

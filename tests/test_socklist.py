@@ -349,8 +349,12 @@ import resource, socket, sys
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 held = [socket.socketpair() for _ in range(int(sys.argv[1]))]
+if len(sys.argv) > 2:  # an inherited socket, also held by the parent
+    held.append(socket.socket(fileno=int(sys.argv[2])))
 print("ready", flush=True)
-sys.stdin.read()
+for line in sys.stdin:  # "dup": one more fd of that socket
+    held.append(held[-1].dup())
+    print("ok", flush=True)
 """
 
 
@@ -368,13 +372,15 @@ def test_helper_scan_finds_every_fd_of_a_big_process_once() -> None:
     each socket fd is found once, as the in-thread scan and readlink itself find them, and the
     process is named. A helper that fails or hangs, or a failure on the scanning thread while
     it runs, propagates and leaves no descriptor and no process behind."""
-    pairs = sockdiag._CHUNK + 7  # three chunks, two here and one in the helper
+    pairs = sockdiag._CHUNK + 7  # three chunks
     assert 2 * pairs >= sockdiag._HELPER_MIN
+    shared, other_end = socket.socketpair()
     holder = subprocess.Popen(
-        [sys.executable, "-c", BIG_HOLDER, str(pairs)],
+        [sys.executable, "-c", BIG_HOLDER, str(pairs), str(shared.fileno())],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
+        pass_fds=[shared.fileno()],
     )
     try:
         assert holder.stdout is not None
@@ -385,7 +391,8 @@ def test_helper_scan_finds_every_fd_of_a_big_process_once() -> None:
             target = os.readlink(f"/proc/{pid}/fd/{name}")
             if target.startswith("socket:["):
                 truth.setdefault(int(target[8:-1]), []).append(int(name))
-        assert len(truth) == 2 * pairs
+        assert len(truth) == 2 * pairs + 1
+        shared_inode = os.fstat(shared.fileno()).st_ino
 
         def of_holder(holders: sockdiag.Holders) -> dict[int, list[int]]:
             return {
@@ -394,8 +401,26 @@ def test_helper_scan_finds_every_fd_of_a_big_process_once() -> None:
                 if any(p == pid for p, _ in holders.of(inode))
             }
 
+        # The socket this (small) process holds too is listed with both holders.
         helped = sockdiag.socket_holders(helpers=1)
         assert of_holder(helped) == truth
+        assert {p for p, _ in helped.of(shared_inode)} == {os.getpid(), pid}
+        # And with a second fd of it in the holder (one helper finds the socket twice).
+        assert holder.stdin is not None
+        holder.stdin.write("dup\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "ok"
+        truth[shared_inode] = sorted(
+            int(n)
+            for n in os.listdir(f"/proc/{pid}/fd")
+            if os.readlink(f"/proc/{pid}/fd/{n}") == f"socket:[{shared_inode}]"
+        )
+        assert len(truth[shared_inode]) == 2
+        helped = sockdiag.socket_holders(helpers=1)
+        assert of_holder(helped) == truth
+        assert sorted(helped.of(shared_inode)) == sorted(
+            [(os.getpid(), shared.fileno()), *((pid, fd) for fd in truth[shared_inode])]
+        )
         assert of_holder(sockdiag.socket_holders(helpers=2)) == truth  # as many as there are slots
         assert of_holder(sockdiag.socket_holders(helpers=0)) == truth
         assert of_holder(sockdiag.socket_holders(pid=pid)) == truth
@@ -403,19 +428,24 @@ def test_helper_scan_finds_every_fd_of_a_big_process_once() -> None:
 
         # Faults injected (nothing here makes readlink fail on demand, or a helper hang).
         children = _children()
-        real = sockdiag._readlinks
+        real_send, real_comm = sockdiag._Helper.send, sockdiag._comm
+        sent: list[int] = []
 
-        def failing_here(fd_dir: int, pid_: int, names: list[str]) -> list[tuple[int, int]]:
-            if pid_ == pid:
+        def send(helper: sockdiag._Helper, pid_: int, names: list[str]) -> None:
+            sent.append(pid_)
+            real_send(helper, pid_, names)
+
+        def failing_here(pid_dir: int) -> str:
+            if sent:  # a helper is reading: the scanning thread fails now
                 raise OSError(errno.EMFILE, "injected here")
-            return real(fd_dir, pid_, names)
+            return real_comm(pid_dir)
 
         # Every helper slot taken by other scans: this one reads it all itself.
         taken = 0
         while sockdiag._HELPER_SLOTS.acquire(blocking=False):
             taken += 1
         try:
-            assert taken == 2
+            assert taken == sockdiag._HELPERS
             assert of_holder(sockdiag.socket_holders(helpers=1)) == truth
         finally:
             for _ in range(taken):
@@ -424,20 +454,25 @@ def test_helper_scan_finds_every_fd_of_a_big_process_once() -> None:
         patch_sets: list[tuple[dict[str, Any], str]] = [
             ({"_HELPER_CODE": "import sys; sys.exit('injected in the helper')"}, "injected in"),
             ({"_HELPER_CODE": "import time; time.sleep(60)", "_HELPER_TIMEOUT": 0.5}, "too long"),
-            ({"_readlinks": failing_here}, "injected here"),
+            ({"_comm": failing_here}, "injected here"),
         ]
         for patches, match in patch_sets:
             fds_before = len(os.listdir("/proc/self/fd"))
             with pytest.MonkeyPatch.context() as patch:
+                sent.clear()
+                patch.setattr(sockdiag._Helper, "send", send)
                 for attribute, value in patches.items():
                     patch.setattr(sockdiag, attribute, value)
                 with pytest.raises(OSError, match=match):
                     sockdiag.socket_holders(helpers=1)
+            assert sent, "a helper was started"
             assert len(os.listdir("/proc/self/fd")) == fds_before
             assert _children() == children
     finally:
         holder.kill()
         holder.communicate()
+        shared.close()
+        other_end.close()
 
 
 def test_unix_names_peers_and_peer_processes(shared_daemon: Daemon, zoo: Zoo) -> None:
