@@ -767,13 +767,19 @@ process each (an interpreter is ~10 MB); a scan that finds none free reads every
 
 
 def _start_helpers(proc: str, count: int, stack: contextlib.ExitStack) -> "list[_Helper]":
-    """Up to ``count`` helpers, as many as there are free slots; ``stack`` ends them."""
+    """Up to ``count`` helpers, as many as there are free slots and can be started; ``stack``
+    ends them."""
     pool = []
     for _ in range(count):
         if not _HELPER_SLOTS.acquire(blocking=False):
             break
+        try:
+            helper = _Helper(proc)
+        except OSError:  # cannot start one (no interpreter, no processes left): read it here
+            _HELPER_SLOTS.release()
+            break
         stack.callback(_HELPER_SLOTS.release)
-        pool.append(stack.enter_context(_Helper(proc)))
+        pool.append(stack.enter_context(helper))
     return pool
 
 

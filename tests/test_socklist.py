@@ -440,6 +440,12 @@ def test_helper_scan_finds_every_fd_of_a_big_process_once() -> None:
                 raise OSError(errno.EMFILE, "injected here")
             return real_comm(pid_dir)
 
+        # No helper can be started (fault injected: an interpreter that does not exist): this
+        # scan reads it all itself.
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(sys, "executable", "/nonexistent/python3")
+            assert of_holder(sockdiag.socket_holders(helpers=2)) == truth
+
         # Every helper slot taken by other scans: this one reads it all itself.
         taken = 0
         while sockdiag._HELPER_SLOTS.acquire(blocking=False):

@@ -355,6 +355,40 @@ def test_member_runs_commands_and_gets_sockets_inside_its_namespace(machine: Mac
     assert machine.sockctl("alice", "sock", "open", "tcp:0.0.0.0:80").returncode == 4  # the host's
 
 
+BIG_HOLDER = """
+import os, resource, socket, sys, time
+resource.setrlimit(resource.RLIMIT_NOFILE, (20000, 20000))
+held = [socket.socketpair() for _ in range(int(sys.argv[1]))]
+print(os.getpid(), flush=True)
+time.sleep(120)
+"""
+
+
+def test_processes_of_a_big_holder_are_found_by_scan_helpers(machine: Machine) -> None:
+    # A process with thousands of sockets is read by helper processes the daemon starts: under
+    # the shipped unit (seccomp filter, bounding set, NoNewPrivileges=) they must run and see it.
+    pairs = 2100  # 4 200 fds: more than sockdiag._HELPER_MIN
+    holder = machine.container.spawn("python3", "-c", BIG_HOLDER, str(pairs))
+    pid = None
+    try:
+        assert holder.stdout is not None
+        pid = int(holder.stdout.readline())
+        listed = machine.run("sockctl", "--json", "sock", "list", "-x", check=False)
+        assert listed.returncode == 0, listed
+        held = [
+            row
+            for row in json.loads(listed.stdout)["sockets"]
+            if any(p["pid"] == pid for p in row["processes"] or [])
+        ]
+        assert len(held) == 2 * pairs
+        assert {p["name"] for row in held for p in row["processes"]} == {"python3"}
+    finally:
+        if pid is not None:
+            machine.run("kill", "-9", str(pid), check=False)
+        holder.kill()
+        holder.communicate()
+
+
 def test_audit_records_are_found_by_their_journal_fields(machine: Machine) -> None:
     alice, bob = machine.uids["alice"], machine.uids["bob"]
     # What an administrator types (README): by unit and operation, and by the peer's uid.
