@@ -266,22 +266,21 @@ class Client:
         :class:`~sockctl.errors.InvalidRequest` naming the field; an unknown namespace
         :class:`~sockctl.errors.NotFound`.
         """
-        with _gc_paused():
-            batches, result = self.sock_batches(
-                kinds=kinds,
-                families=families,
-                states=states,
-                local_port=local_port,
-                remote_port=remote_port,
-                local_address=local_address,
-                remote_address=remote_address,
-                uid=uid,
-                pid=pid,
-                netns=netns,
-                all_netns=all_netns,
-                processes=processes,
-            )
-            rows = list(itertools.chain.from_iterable(map(sock_batch_rows, batches)))
+        rows, result = self._sock_listing(
+            _sock_rows,
+            kinds=kinds,
+            families=families,
+            states=states,
+            local_port=local_port,
+            remote_port=remote_port,
+            local_address=local_address,
+            remote_address=remote_address,
+            uid=uid,
+            pid=pid,
+            netns=netns,
+            all_netns=all_netns,
+            processes=processes,
+        )
         return rows, result
 
     def sock_batches(
@@ -306,10 +305,11 @@ class Client:
         per socket is built, which halves the time of a 100 000-socket listing.
         ``protocol.sock_batch_rows(batch)`` turns a batch into :class:`SockInfo` rows.
         """
-        request = SockListRequest(
-            kinds=list(kinds),
-            families=list(families),
-            states=list(states),
+        return self._sock_listing(
+            _sock_batches,
+            kinds=kinds,
+            families=families,
+            states=states,
             local_port=local_port,
             remote_port=remote_port,
             local_address=local_address,
@@ -320,8 +320,20 @@ class Client:
             all_netns=all_netns,
             processes=processes,
         )
+
+    def _sock_listing(
+        self, decode: Callable[[list[Any]], Iterable[Any]], **filters: Any
+    ) -> tuple[list[Any], SockListResult]:
+        """A sock.list request; ``decode`` turns each message's batches into what is returned,
+        as they arrive: decoding overlaps the daemon's dumping the next ones."""
+        # The public methods' typed keywords; sequences travel as lists.
+        fields: dict[str, Any] = {
+            key: list(value) if isinstance(value, tuple | list) else value
+            for key, value in filters.items()
+        }
+        request = SockListRequest(**fields)
         with _gc_paused():
-            items, result = self._listing(request, _sock_batches)
+            items, result = self._listing(request, decode)
         return items, result
 
     def sock_summary(
@@ -637,3 +649,7 @@ def _gc_paused() -> Iterator[None]:
 
 def _sock_batches(batches: list[Any]) -> Iterable[SockBatch]:
     return map(sock_batch_from_wire, batches)
+
+
+def _sock_rows(batches: list[Any]) -> Iterable[SockInfo]:
+    return itertools.chain.from_iterable(map(sock_batch_rows, map(sock_batch_from_wire, batches)))
