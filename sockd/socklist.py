@@ -478,30 +478,34 @@ def _header(target: _Target, table: _Table) -> str:
     return f'{netns}"kind":"{table.kind}","family":"{table.family_name}"'
 
 
-def _inet_batch(
-    header: str, type_name: str, c: sockdiag.InetChunk, procs: "_Processes | None"
-) -> str:
-    text = (
+def _inet_main(header: str, type_name: str, c: sockdiag.InetChunk) -> str:
+    """A batch of IP sockets as JSON, but for its holders and its closing brace."""
+    return (
         f'{{{header},"type":[{",".join([type_name] * c.count())}],'
         f'"state":[{",".join(map(_STATE_JSON.__getitem__, c.state))}],'
         f'"recv_q":{_ints(c.recv_q)},"send_q":{_ints(c.send_q)},"local":{_plain(c.local)},'
         f'"local_port":{_ints(c.local_port)},"remote":{_plain(c.remote)},'
         f'"remote_port":{_ints(c.remote_port)},"inode":{_ints(c.inode)},"uid":{_ints(c.uid)}'
     )
-    if procs is not None:
-        pids: set[int] = set()
-        held, omitted = procs.column(c.inode, pids)
-        text += f',"holders":[{",".join(held)}]'
-        if omitted is not None:
-            text += f',"holders_omitted":{_ints(omitted)}'
-        text += f",{procs.table(pids)}"
-    return text + "}"
 
 
-def _unix_batch(header: str, c: sockdiag.UnixChunk, procs: "_Processes | None") -> str:
+def _inet_tail(c: sockdiag.InetChunk, procs: "_Processes | None") -> str:
+    """The rest of :func:`_inet_main`'s batch: its holders (when shown) and the closing brace."""
+    if procs is None:
+        return "}"
+    pids: set[int] = set()
+    held, omitted = procs.column(c.inode, pids)
+    text = f',"holders":[{",".join(held)}]'
+    if omitted is not None:
+        text += f',"holders_omitted":{_ints(omitted)}'
+    return f"{text},{procs.table(pids)}}}"
+
+
+def _unix_main(header: str, c: sockdiag.UnixChunk) -> str:
+    """A batch of UNIX sockets as JSON, but for its holders and its closing brace."""
     nulls = ",".join(["null"] * c.count())
     names = [_unix_name(name) for name in c.name]
-    text = (
+    return (
         f'{{{header},"type":[{",".join(map(_UNIX_TYPE_JSON.__getitem__, c.type))}],'
         f'"state":[{",".join(map(_STATE_JSON.__getitem__, c.state))}],'
         f'"recv_q":{_ints(c.recv_q)},"send_q":{_ints(c.send_q)},"local":{_dumps(names)},'
@@ -509,16 +513,20 @@ def _unix_batch(header: str, c: sockdiag.UnixChunk, procs: "_Processes | None") 
         f'"inode":{_ints(c.inode)},"uid":{_dumps(c.uid)},'
         f'"peer_inode":{_dumps([peer or None for peer in c.peer])}'
     )
-    if procs is not None:
-        pids: set[int] = set()
-        held, omitted = procs.column(c.inode, pids)
-        text += f',"holders":[{",".join(held)}]'
-        if omitted is not None:
-            text += f',"holders_omitted":{_ints(omitted)}'
-        peers, _ = procs.column(c.peer, pids)
-        peers = [held if inode else "null" for held, inode in zip(peers, c.peer, strict=True)]
-        text += f',"peer_holders":[{",".join(peers)}],{procs.table(pids)}'
-    return text + "}"
+
+
+def _unix_tail(c: sockdiag.UnixChunk, procs: "_Processes | None") -> str:
+    """The rest of :func:`_unix_main`'s batch: its and its peers' holders, and the brace."""
+    if procs is None:
+        return "}"
+    pids: set[int] = set()
+    held, omitted = procs.column(c.inode, pids)
+    text = f',"holders":[{",".join(held)}]'
+    if omitted is not None:
+        text += f',"holders_omitted":{_ints(omitted)}'
+    peers, _ = procs.column(c.peer, pids)
+    peers = [held if inode else "null" for held, inode in zip(peers, c.peer, strict=True)]
+    return f'{text},"peer_holders":[{",".join(peers)}],{procs.table(pids)}}}'
 
 
 _UNIX_TYPE_JSON = {number: f'"{name}"' for number, name in _UNIX_TYPES.items()}
@@ -568,7 +576,17 @@ _Chunk = TypeVar("_Chunk", sockdiag.InetChunk, sockdiag.UnixChunk)
 
 
 _OVERLAP_ROWS = 65536
-"""Most sockets held back (parsed, not yet encoded) while the process scan runs: bounds memory."""
+"""Most sockets kept (encoded but for their holders) while the process scan runs: bounds memory."""
+
+
+@dataclass
+class _Prepared:
+    """A batch encoded but for its holders (``head``), with what finishes it."""
+
+    chunk: Any
+    head: str
+    main: Callable[[Any], str]
+    tail: Callable[[Any, "_Processes | None"], str]
 
 
 @dataclass
@@ -588,6 +606,9 @@ class _Listing:
     """With a pid filter: the inodes that process holds."""
     _batch_rows: int = 256
     """Rows per batch, adjusted after each batch to aim at _TARGET_ITEM bytes."""
+    _prepared: "list[_Prepared]" = field(default_factory=list)
+    """Batches encoded but for their holders while the process scan runs."""
+    _prepared_rows: int = 0
 
     def items(self) -> Iterator[str]:
         with self.stack:
@@ -601,6 +622,7 @@ class _Listing:
                     else:
                         yield from self._inet(target, table)
                 target.close()
+            yield from self._complete()
 
     def result(self) -> p.SockListResult:
         return p.SockListResult(
@@ -616,11 +638,9 @@ class _Listing:
             return None
         return self.scan.result()
 
-    def _may_encode(self, held_back: int) -> bool:
-        """Whether to encode now, or go on dumping while the process scan runs."""
-        if self.scan is None or not self.request.processes or self.scan.done():
-            return True
-        return held_back >= _OVERLAP_ROWS
+    def _scanning(self) -> bool:
+        """Whether the holders are to be shown and the process scan still runs."""
+        return self.scan is not None and self.request.processes and not self.scan.done()
 
     def _inet(self, target: _Target, table: _Table) -> Iterator[str]:
         header, type_name = _header(target, table), f'"{table.type_name}"'
@@ -629,23 +649,33 @@ class _Listing:
         if keep is not None:
             chunks = (c.select(keep(c)) for c in chunks)
 
-        def encode(chunk: sockdiag.InetChunk) -> str:
-            return _inet_batch(header, type_name, chunk, self._procs())
+        def main(chunk: sockdiag.InetChunk) -> str:
+            return _inet_main(header, type_name, chunk)
 
-        yield from self._batches(chunks, encode)
+        yield from self._batches(chunks, main, _inet_tail)
 
     def _unix(self, target: _Target) -> Iterator[str]:
         header = _header(target, _UNIX_TABLE)
         keep = _unix_keep(self.filters, self.only)
         chunks = (c.select(keep(c)) for c in self.sources.unix(target, self.filters.state_mask))
 
-        def encode(chunk: sockdiag.UnixChunk) -> str:
-            return _unix_batch(header, chunk, self._procs())
+        def main(chunk: sockdiag.UnixChunk) -> str:
+            return _unix_main(header, chunk)
 
-        yield from self._batches(chunks, encode)
+        yield from self._batches(chunks, main, _unix_tail)
 
-    def _batches(self, chunks: Iterable[_Chunk], encode: Callable[[_Chunk], str]) -> Iterator[str]:
-        """Gather chunks into batches of about _TARGET_ITEM bytes of JSON and encode them."""
+    def _batches(
+        self,
+        chunks: Iterable[_Chunk],
+        main: Callable[[_Chunk], str],
+        tail: Callable[[_Chunk, _Processes | None], str],
+    ) -> Iterator[str]:
+        """Gather chunks into batches of about _TARGET_ITEM bytes of JSON and encode them.
+
+        While the process scan runs, batches are encoded but for their holders and kept (at most
+        _OVERLAP_ROWS sockets, over every table and namespace); once it is over, or when that
+        many are kept, each gets its holders and goes out.
+        """
         pending: list[_Chunk] = []
         rows = 0
         for chunk in chunks:
@@ -653,33 +683,72 @@ class _Listing:
                 continue
             pending.append(chunk)
             rows += chunk.count()
-            if rows >= self._batch_rows and self._may_encode(rows):
-                yield from self._flush(pending[0].concat(pending), encode)
+            if rows >= self._batch_rows:
+                yield from self._out(pending[0].concat(pending), main, tail)
                 pending, rows = [], 0
         if pending:
-            yield from self._flush(pending[0].concat(pending), encode)
+            yield from self._out(pending[0].concat(pending), main, tail)
 
-    def _flush(self, chunk: _Chunk, encode: Callable[[_Chunk], str]) -> Iterator[str]:
-        start, size = 0, chunk.count()
-        while start < size:
-            stop = min(size, start + self._batch_rows)
-            yield from self._send(
-                chunk.part(start, stop) if (start, stop) != (0, size) else chunk, encode
+    def _out(
+        self,
+        chunk: _Chunk,
+        main: Callable[[_Chunk], str],
+        tail: Callable[[_Chunk, _Processes | None], str],
+    ) -> Iterator[str]:
+        """Send a chunk in batches; or, while the scan runs, keep them encoded but for holders."""
+        size, step = chunk.count(), self._batch_rows
+        parts = [chunk.part(i, min(size, i + step)) for i in range(0, size, step)]
+        if len(parts) == 1:
+            parts = [chunk]
+        if self._scanning() and self._prepared_rows < _OVERLAP_ROWS:
+            for part in parts:
+                head = main(part)
+                self._prepared.append(_Prepared(part, head, main, tail))
+                self._prepared_rows += part.count()
+            # Aim the next batches at the target with room for holders (~15 % of a batch).
+            self._batch_rows = max(
+                16, min(4096, part.count() * _TARGET_ITEM * 4 // (5 * len(head)))
             )
-            start = stop
+            return
+        yield from self._complete()
+        for part in parts:
+            yield from self._send(part, main, tail)
 
-    def _send(self, chunk: _Chunk, encode: Callable[[_Chunk], str]) -> Iterator[str]:
-        """Encode a batch, halving it until each part fits a datagram; learn the next size."""
-        text = encode(chunk)
+    def _complete(self) -> Iterator[str]:
+        """The batches kept during the scan, with their holders (waits for the scan)."""
+        if not self._prepared:
+            return
+        procs = self._procs()
+        prepared, self._prepared, self._prepared_rows = self._prepared, [], 0
+        for kept in prepared:
+            text = kept.head + kept.tail(kept.chunk, procs)
+            if len(text) > _MAX_ITEM and kept.chunk.count() > 1:
+                yield from self._send(kept.chunk, kept.main, kept.tail)  # many holders: halve it
+            else:
+                yield self._sent(kept.chunk, text)
+
+    def _send(
+        self,
+        chunk: _Chunk,
+        main: Callable[[_Chunk], str],
+        tail: Callable[[_Chunk, _Processes | None], str],
+    ) -> Iterator[str]:
+        """Encode a batch, halving it until each part fits a datagram."""
+        text = main(chunk) + tail(chunk, self._procs())
         size = chunk.count()
         if len(text) > _MAX_ITEM and size > 1:
-            yield from self._send(chunk.part(0, size // 2), encode)
-            yield from self._send(chunk.part(size // 2, size), encode)
+            yield from self._send(chunk.part(0, size // 2), main, tail)
+            yield from self._send(chunk.part(size // 2, size), main, tail)
             return
+        yield self._sent(chunk, text)
+
+    def _sent(self, chunk: _Chunk, text: str) -> str:
+        """Count a batch going out, and learn the next batch size from its text."""
+        size = chunk.count()
         self.count += size
         # Sockets of one table are alike: scale the next batch so its text lands near the target.
         self._batch_rows = max(16, min(4096, size * _TARGET_ITEM // max(len(text), 1)))
-        yield text
+        return text
 
 
 # Operations ----------------------------------------------------------------------------------------

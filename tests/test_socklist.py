@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import typing
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from sockctl.protocol import (
     MAX_MESSAGE,
     MAX_SOCK_PROCESSES,
     SockBatch,
+    SockListRequest,
     SockProcess,
     WireTypeError,
     from_wire,
@@ -273,6 +275,59 @@ def test_rows_and_processes_equal_ss(shared_daemon: Daemon, zoo: Zoo) -> None:
     ]:
         assert kinds[wanted], wanted
     assert len(ours) == len(sockets)
+
+
+def test_batches_encoded_while_the_scan_runs_get_the_same_holders(zoo: Zoo) -> None:
+    """The daemon encodes batches while the /proc scan still runs and adds their holders when it
+    is over. A scan held back until every batch is prepared (in-process, the listing code run
+    directly: nothing makes a real scan slow on demand) gives the very items of a scan that is
+    over before the first batch, in a namespace with every kind of socket."""
+    from sockd import socklist
+
+    class Scan:
+        def __init__(self, holders: sockdiag.Holders, done_after: int) -> None:
+            self.processes, self.calls, self.done_after = (
+                socklist._Processes(holders),
+                0,
+                done_after,
+            )
+
+        def done(self) -> bool:
+            self.calls += 1
+            return self.calls > self.done_after
+
+        def result(self) -> socklist._Processes:
+            return self.processes
+
+    holders = sockdiag.socket_holders()
+    request = SockListRequest(netns=zoo.name)
+
+    def items(scan: Scan) -> list[str]:
+        stack = contextlib.ExitStack()
+        fd = os.open(f"/run/netns/{zoo.name}", os.O_RDONLY | os.O_CLOEXEC)
+        target = socklist._Target(zoo.name, fd)
+        stack.callback(target.close)
+        listing = socklist._Listing(
+            request,
+            socklist._filters(request),
+            [target],
+            typing.cast(socklist._Scan, scan),
+            "all",
+            stack,
+        )
+        listing._batch_rows = 1  # a batch per kernel message: many from a small namespace
+        return list(listing.items())
+
+    def rows(texts: list[str]) -> list[SockInfo]:
+        batches = [sock_batch_from_wire(json.loads(text)) for text in texts]
+        return sorted((row for b in batches for row in sock_batch_rows(b)), key=repr)
+
+    over = Scan(holders, done_after=0)
+    late = Scan(holders, done_after=10**9)
+    prepared = items(late)
+    assert late.calls > 5  # the batches were prepared while it "ran"
+    assert rows(prepared) == rows(items(over))
+    assert sum(bool(row.processes) for row in rows(prepared)) >= 10
 
 
 def test_holders_outside_the_namespace_and_shared_after_fork(
@@ -777,16 +832,19 @@ def test_large_listing_streams_in_bounded_messages(shared_daemon: Daemon) -> Non
         try:
             raw.send(json.dumps({"proto": 2, "op": "sock.list", "netns": name}).encode())
             messages = []
+            size = 0
             while True:
                 data = raw.recv(MAX_MESSAGE + 1)
                 assert 0 < len(data) <= MAX_MESSAGE
+                size += len(data)
                 message = json.loads(data)
                 messages.append(message)
                 if not message["more"]:
                     break
         finally:
             raw.close()
-        assert len(messages) >= 5
+        assert size > 3 * MAX_MESSAGE  # the listing could not travel in fewer messages
+        assert len(messages) >= 4
         batches = [batch for message in messages for batch in message["items"]]
         fast = [row for batch in batches for row in sock_batch_rows(sock_batch_from_wire(batch))]
         # The fast decoder agrees with the generic, field-by-field one.
