@@ -20,6 +20,7 @@ generic netlink parser was measured 45x slower on the same dump, ../shared/DESIG
 """
 
 import array
+import collections
 import contextlib
 import errno
 import itertools
@@ -34,7 +35,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, NamedTuple, TypeVar
 
-from sockd import linux
+from sockd import linux, taskfiles
 
 _T = TypeVar("_T")
 _C = TypeVar("_C", "InetChunk", "UnixChunk")
@@ -619,8 +620,14 @@ def socket_holders(
     uid: int | None = None,
     pid: int | None = None,
     helpers: int | None = None,
+    files: "taskfiles.TaskFiles | None" = None,
 ) -> Holders:
-    """Map socket inodes to their holders, scanning ``/proc/*/fd`` once.
+    """Map socket inodes to their holders: from the kernel's task_file iterator, or by scanning
+    ``/proc/*/fd`` once.
+
+    A whole-host scan (``uid`` and ``pid`` unset) asks ``files`` first: the BPF iterator walks
+    every fd table in the kernel, ~10x faster than the readlinks below (:mod:`sockd.taskfiles`).
+    Where it is unavailable (no BTF, no CAP_BPF, a container's pid namespace), ``/proc`` is read.
 
     ``uid`` limits the scan to processes whose ``/proc/PID`` belongs to that uid (their effective
     uid; a non-dumpable process shows as root's), ``pid`` to one process. Both shrink the work: the
@@ -641,6 +648,11 @@ def socket_holders(
     (EACCES: no CAP_SYS_PTRACE over it) is skipped too.
     """
     holders = Holders()
+    found = files.scan() if files is not None and uid is None and pid is None else None
+    if found is not None:
+        _merge(holders, *found)
+        _name_holders(holders, proc, found[1])
+        return holders
     with contextlib.ExitStack() as stack:
         proc_fd = os.open(proc, _DIRECTORY)
         stack.callback(os.close, proc_fd)
@@ -849,11 +861,13 @@ def _readlinks(fd_dir: int, pid: int, names: list[str]) -> _Found:
 
 
 def _merge(holders: Holders, inodes: Sequence[int], packed: Sequence[int]) -> None:
-    """Add a helper's finds: in C (dict, set operations) but for the inodes found twice."""
+    """Add finds given as columns: in C (dict, set, Counter) but for the sockets found twice."""
     fresh = dict(zip(inodes, packed, strict=True))
-    if len(fresh) < len(inodes):  # a socket in two fds of what it read: the general way
-        _add(holders, [list(zip(inodes, packed, strict=True))])
-        return
+    if len(fresh) < len(inodes):  # a socket in several fds (fork, dup, SCM_RIGHTS)
+        shared = {inode for inode, count in collections.Counter(inodes).items() if count > 1}
+        _add(holders, [[(i, h) for i, h in zip(inodes, packed, strict=True) if i in shared]])
+        for inode in shared:
+            del fresh[inode]
     by_inode = holders.by_inode
     for inode in fresh.keys() & by_inode.keys():
         _add(holders, [[(inode, fresh.pop(inode))]])
@@ -874,6 +888,27 @@ def _add(holders: Holders, parts: list[_Found]) -> bool:
                     held.append(packed)
         any_found = any_found or bool(found)
     return any_found
+
+
+def _name_holders(holders: Holders, proc: str, packed: "array.array[int]") -> None:
+    """Name every pid in ``packed`` (``pid << 32 | fd``, as u64)."""
+    halves = array.array("I")  # the u64s as u32 pairs: the pids are the high halves
+    halves.frombytes(packed.tobytes())
+    pids = set(halves[1::2] if sys.byteorder == "little" else halves[0::2])
+    proc_fd = os.open(proc, _DIRECTORY)
+    try:
+        for pid in pids:
+            try:
+                pid_dir = os.open(str(pid), _DIRECTORY, dir_fd=proc_fd)
+            except (*_VANISHED, PermissionError):
+                holders.names[pid] = "?"  # gone since the scan: its sockets keep the pid
+                continue
+            try:
+                holders.names[pid] = _comm(pid_dir)
+            finally:
+                os.close(pid_dir)
+    finally:
+        os.close(proc_fd)
 
 
 def _comm(pid_dir: int) -> str:
