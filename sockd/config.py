@@ -34,6 +34,11 @@ Example, with the defaults (``systemd/sockd.toml`` is the installed copy)::
     pool = "10.213.0.0/16"               # IPv4 pool `ns link` takes default addresses from
     block_prefix = 30                    # one block per link: /30 (.1 peer, .2 namespace) or /31
 
+    [sockets]
+    process_scan = "auto"                # how sock.list finds sockets' processes: "auto" (the
+                                         # kernel's BPF task_file iterator where it loads, else
+                                         # /proc/*/fd) or "proc" (always /proc/*/fd, as ss -p)
+
     [log]
     level = "info"                       # debug, info, warning, error
 
@@ -130,6 +135,10 @@ class LinksConfig(_Section):
         return self
 
 
+class SocketsConfig(_Section):
+    process_scan: Literal["auto", "proc"] = "auto"
+
+
 class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -138,6 +147,7 @@ class Config(_Section):
     policy: PolicyConfig = PolicyConfig()
     limits: LimitsConfig = LimitsConfig()
     links: LinksConfig = LinksConfig()
+    sockets: SocketsConfig = SocketsConfig()
     log: LogConfig = LogConfig()
 
 

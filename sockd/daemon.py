@@ -41,6 +41,7 @@ from sockd.log import Logger
 from sockd.netns import DEFAULT_NETNS_DIR, Faults, Namespaces
 from sockd.policy import Peer, Policy
 from sockd.registry import LinkRegistry, Registry
+from sockd.taskfiles import TaskFiles
 
 _CHUNK = MAX_MESSAGE - 1024  # room for the envelope around a listing's items
 
@@ -137,7 +138,16 @@ class Daemon:
         )
         self.executor = Executor(self.namespaces, lambda: self.policy, log)
         self.sockets = SocketOpener(self.namespaces, lambda: self.policy)
+        self.task_files = TaskFiles(on_load=self._report_task_files)
         self._warn_unknown_groups()
+
+    def _report_task_files(self, unavailable: str | None) -> None:
+        if unavailable is None:
+            self.log.info("process attribution: the kernel's BPF task_file iterator")
+        else:
+            self.log.info(
+                f"process attribution: /proc/*/fd (no BPF task_file iterator: {unavailable})"
+            )
 
     def end_sessions(self) -> None:
         """The daemon is stopping: running ``ns.exec`` commands are terminated, then killed."""

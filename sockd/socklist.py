@@ -34,6 +34,7 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 from sockctl import protocol as p
 from sockctl.errors import InternalError, InvalidRequest, NotFound, PermissionDenied
 from sockd import linux, sockdiag
+from sockd.netns import DEFAULT_PROC
 from sockd.policy import Peer
 
 if TYPE_CHECKING:
@@ -438,7 +439,10 @@ def _start_scan(
     # socket shared after fork lists all of them, as ss does); without, that one pid suffices.
     only_pid = request.pid if not request.processes else None
     proc, uid = daemon.namespaces.proc, None if everyone else peer.uid
-    scan = _Scan(lambda: sockdiag.socket_holders(proc, uid=uid, pid=only_pid))
+    # The iterator sees the host's processes: not for a /proc elsewhere (tests, containers).
+    auto = daemon.config.sockets.process_scan == "auto" and proc == DEFAULT_PROC
+    files = daemon.task_files if auto else None
+    scan = _Scan(lambda: sockdiag.socket_holders(proc, uid=uid, pid=only_pid, files=files))
     scope = ("all" if everyone else "own") if request.processes else "none"
     return scan, scope
 

@@ -45,6 +45,7 @@ from sockctl.protocol import (
 )
 from sockd import linux, sockdiag
 from tests.conftest import (
+    DEFAULT_CONFIG,
     MONITOR,
     NETNS_DIR,
     OUTSIDER,
@@ -249,7 +250,25 @@ def _netid(s: SockInfo) -> str:
 
 
 def test_rows_and_processes_equal_ss(shared_daemon: Daemon, zoo: Zoo) -> None:
-    batches, result = shared_daemon.client().sock_batches(netns=zoo.name)
+    """The default daemon: its processes come from the BPF task_file iterator on this machine
+    (tests/test_taskfiles.py checks the machine can load it), as its log says."""
+    _assert_equals_ss(shared_daemon, zoo)
+    shared_daemon.wait_for_log("process attribution: the kernel's BPF task_file iterator")
+
+
+def test_rows_and_processes_equal_ss_reading_proc(daemon_dir: Path, zoo: Zoo) -> None:
+    """``process_scan = "proc"``: the same answer from /proc/*/fd, and no iterator loaded."""
+    config = DEFAULT_CONFIG + '\n[sockets]\nprocess_scan = "proc"\n'
+    daemon = start_daemon(daemon_dir, config=config)
+    try:
+        _assert_equals_ss(daemon, zoo)
+        assert "process attribution" not in daemon.log()  # the iterator was never tried
+    finally:
+        assert daemon.stop() == 0
+
+
+def _assert_equals_ss(daemon: Daemon, zoo: Zoo) -> None:
+    batches, result = daemon.client().sock_batches(netns=zoo.name)
     expected = ss_view(zoo.name)
     ours = sockd_view(batches)
     sockets = [row for batch in batches for row in sock_batch_rows(batch)]
