@@ -12,6 +12,9 @@ interleaved in the same run (median of --repeat):
 - sockd's library call `Client.sock_list(kinds=["tcp"], netns=NAME)` with and without processes
   (connected client: the request and the whole streamed reply, decoded to SockInfo objects), and
   `Client.sock_batches` (the same reply kept as checked columns, no object per socket);
+- the same call with processes to a second daemon configured with `process_scan = "proc"`, which
+  reads /proc/*/fd as ss and psutil do, where the first uses the kernel's BPF task_file iterator
+  when it loads (the table says which it used);
 - the whole CLI command `sockctl sock list -t -N NAME [--no-processes]` (start-up included), its
   table written to a pipe like ss's.
 
@@ -151,16 +154,16 @@ def cpu_of(pid: int) -> float:
     return sum(map(int, fields[11:15])) / os.sysconf("SC_CLK_TCK")
 
 
-def timed(fn: Callable[[], object], daemon_pid: int) -> tuple[float, float]:
+def timed(fn: Callable[[], object], daemon_pids: list[int]) -> tuple[float, float]:
     """Wall seconds, and CPU seconds of everything involved: this process, its children (the
-    tools run as commands) and the daemon. CPU is the steadier number on a shared machine."""
+    tools run as commands) and the daemons. CPU is the steadier number on a shared machine."""
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = time.process_time() + cpu_of(daemon_pid)
+    cpu = time.process_time() + sum(map(cpu_of, daemon_pids))
     start = time.perf_counter()
     fn()
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = time.process_time() + cpu_of(daemon_pid) - cpu
+    cpu = time.process_time() + sum(map(cpu_of, daemon_pids)) - cpu
     cpu += after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
     return wall, cpu
 
@@ -180,7 +183,16 @@ def vm(pid: int, key: str) -> int:
     raise RuntimeError(f"no {key} for {pid}")
 
 
-def measure(size: int, repeat: int, workdir: Path, sock: str, daemon_pid: int) -> dict[str, float]:
+def bpf_links(pid: int) -> int:
+    """How many BPF links a process holds: 1 for a daemon that loaded the task_file iterator."""
+    fd_dir = f"/proc/{pid}/fd"
+    return sum(os.readlink(f"{fd_dir}/{fd}") == "anon_inode:bpf_link" for fd in os.listdir(fd_dir))
+
+
+def measure(
+    size: int, repeat: int, workdir: Path, daemons: list[tuple[str, int]]
+) -> dict[str, float]:
+    (sock, daemon_pid), (proc_sock, _) = daemons
     name = f"sockbench-{os.getpid()}-{size}"
     ns = Namespace(name, size, workdir)
     try:
@@ -188,16 +200,20 @@ def measure(size: int, repeat: int, workdir: Path, sock: str, daemon_pid: int) -
         cli_env = {**os.environ, "PYTHONPATH": str(REPO), "SOCKD_SOCKET": sock}
         sockctl = [sys.executable, "-m", "sockctl", "sock", "list", "-t", "-N", name]
         client = Client(sock, timeout=120)
+        proc_client = Client(proc_sock, timeout=120)
         sockets, _ = client.sock_list(kinds=["tcp"], netns=name, processes=False)
         expected = 2 * size + len(ns.holders)  # both ends of each connection, one listener each
         if len(sockets) != expected:
             raise RuntimeError(f"sock_list found {len(sockets)} TCP sockets, expected {expected}")
         del sockets
+        for warm_up in (client, proc_client):  # the first listing loads the BPF iterator
+            warm_up.sock_list(kinds=["tcp"], netns=name)
         cases: dict[str, Callable[[], object]] = {
             "ss -tan": command([*nsenter, "ss", "-tan"]),
             "ss -tanp": command([*nsenter, "ss", "-tanp"]),
             "lib sock_list": lambda: client.sock_list(kinds=["tcp"], netns=name, processes=False),
             "lib sock_list +proc": lambda: client.sock_list(kinds=["tcp"], netns=name),
+            "lib +/proc": lambda: proc_client.sock_list(kinds=["tcp"], netns=name),
             "lib batches": lambda: client.sock_batches(kinds=["tcp"], netns=name, processes=False),
             "cli sock list": command([*sockctl, "--no-processes"], cli_env),
             "cli sock list +proc": command(sockctl, cli_env),
@@ -206,16 +222,18 @@ def measure(size: int, repeat: int, workdir: Path, sock: str, daemon_pid: int) -
         cpus: dict[str, list[float]] = {key: [] for key in cases}
         for _ in range(repeat):  # interleaved: background load hits every tool alike
             for key, fn in cases.items():
-                wall, cpu = timed(fn, daemon_pid)
+                wall, cpu = timed(fn, [pid for _, pid in daemons])
                 walls[key].append(wall)
                 cpus[key].append(cpu)
         psutil_run = json.loads(run([*nsenter, sys.executable, "-c", PSUTIL, str(repeat)]).stdout)
         client.close()
+        proc_client.close()
         medians = {key: statistics.median(times) for key, times in walls.items()}
         medians.update({f"cpu {key}": statistics.median(times) for key, times in cpus.items()})
         medians["psutil"] = statistics.median(psutil_run["times"])
         medians["cpu psutil"] = statistics.median(psutil_run["cpu"])
         medians["rss_kib"] = vm(daemon_pid, "VmHWM")
+        medians["bpf_links"] = bpf_links(daemon_pid)
         return medians
     finally:
         ns.close()
@@ -236,16 +254,27 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="sockbench-"))
     workdir.chmod(0o755)
     rows = []
+    first: list[float] = []
     try:
-        with running_sockd("[policy]\ncreate_groups = []\nmonitor_groups = []\n") as (sock, proc):
-            Client(sock).ping()
-            base_rss = vm(proc.pid, "VmRSS")
+        config = "[policy]\ncreate_groups = []\nmonitor_groups = []\n"
+        reading_proc = config + '[sockets]\nprocess_scan = "proc"\n'
+        with running_sockd(config) as (sock, proc), running_sockd(reading_proc) as second:
+            with Client(sock) as client:
+                client.ping()
+                base_rss = vm(proc.pid, "VmRSS")
+                first = [timed(lambda: client.sock_list(kinds=["unix"]), [proc.pid])[0]]
+                first.append(timed(lambda: client.sock_list(kinds=["unix"]), [proc.pid])[0])
+            daemons = [(sock, proc.pid), (second[0], second[1].pid)]
             for size in sizes:
                 print(f"measuring N = {size} ...", file=sys.stderr, flush=True)
-                rows.append((size, measure(size, args.repeat, workdir, sock, proc.pid)))
+                rows.append((size, measure(size, args.repeat, workdir, daemons)))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     report(rows, base_rss)
+    print(
+        f"\nthe host's UNIX sockets with processes: first listing {first[0] * 1000:.1f} ms "
+        f"(loads the BPF iterator, if it loads), second {first[1] * 1000:.1f} ms"
+    )
 
 
 COLUMNS = [
@@ -254,6 +283,7 @@ COLUMNS = [
     ("psutil", "psutil"),
     ("lib", "lib sock_list"),
     ("lib+proc", "lib sock_list +proc"),
+    ("lib+/proc", "lib +/proc"),
     ("batches", "lib batches"),
     ("cli", "cli sock list"),
     ("cli+proc", "cli sock list +proc"),
@@ -261,6 +291,7 @@ COLUMNS = [
 CHECKS = [
     ("lib+proc / ss -tanp  (<= 1.0)", "lib sock_list +proc", "ss -tanp"),
     ("cli+proc / ss -tanp  (<= 1.0)", "cli sock list +proc", "ss -tanp"),
+    ("lib+/proc / ss -tanp (<= 1.0)", "lib +/proc", "ss -tanp"),
     ("lib / ss -tan        (<= 1.3)", "lib sock_list", "ss -tan"),
     ("batches / ss -tan    (<= 1.3)", "lib batches", "ss -tan"),
     ("cli / ss -tan        (<= 1.3)", "cli sock list", "ss -tan"),
@@ -271,6 +302,8 @@ CHECKS = [
 
 def report(rows: list[tuple[int, dict[str, float]]], base_rss: int) -> None:
     print(f"\nload average at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    how = "the BPF task_file iterator" if rows and rows[-1][1]["bpf_links"] else "/proc/*/fd"
+    print(f"+proc: processes found with {how}; +/proc: with /proc/*/fd (process_scan = proc)")
     for title, prefix in (("wall time, ms (median)", ""), ("CPU time incl. daemon, ms", "cpu ")):
         print(f"\n{title}")
         print("N conns | " + " | ".join(f"{name:>8}" for name, _ in COLUMNS))
