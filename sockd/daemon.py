@@ -138,7 +138,10 @@ class Daemon:
         )
         self.executor = Executor(self.namespaces, lambda: self.policy, log)
         self.sockets = SocketOpener(self.namespaces, lambda: self.policy)
-        self.task_files = TaskFiles(on_load=self._report_task_files)
+        self.task_files = TaskFiles(
+            on_load=self._report_task_files,
+            on_error=lambda why: self.log.warning(f"{why}; this listing reads /proc/*/fd"),
+        )
         self._warn_unknown_groups()
 
     def _report_task_files(self, unavailable: str | None) -> None:

@@ -264,7 +264,8 @@ def test_rows_and_processes_equal_ss_reading_proc(daemon_dir: Path, zoo: Zoo) ->
         _assert_equals_ss(daemon, zoo)
         assert "process attribution" not in daemon.log()  # the iterator was never tried
     finally:
-        assert daemon.stop() == 0
+        code = daemon.stop()
+    assert code == 0
 
 
 def _assert_equals_ss(daemon: Daemon, zoo: Zoo) -> None:

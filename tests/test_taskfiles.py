@@ -7,6 +7,7 @@ rather than passing without having looked.
 
 import array
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from sockd.taskfiles import TaskFiles
 REPO = Path(__file__).resolve().parent.parent
 
 HOLDER = r"""
-import array, os, signal, socket, sys
+import array, ctypes, os, signal, socket, sys, threading
 kept = [socket.socketpair() for _ in range(int(sys.argv[1]))]
 shared = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 shared.bind(("127.0.0.1", 0))
@@ -34,7 +35,21 @@ child = os.fork()                      # the child holds all of these too
 if child == 0:
     signal.pause()
     os._exit(0)
-print(child, shared.fileno(), twice.fileno(), passed, flush=True)
+apart, done = [], threading.Event()
+
+
+def own_table():                       # a thread with its own fd table, and a socket only in it
+    if ctypes.CDLL(None, use_errno=True).unshare(0x400) != 0:  # CLONE_FILES
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_FILES)")
+    alone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    apart.append(os.fstat(alone.fileno()).st_ino)
+    done.set()
+    threading.Event().wait()           # lives (and keeps its table) until the process ends
+
+
+threading.Thread(target=own_table, daemon=True).start()
+done.wait()
+print(child, shared.fileno(), twice.fileno(), passed, apart[0], flush=True)
 try:
     sys.stdin.read()
 finally:
@@ -69,7 +84,8 @@ def _of(holders: sockdiag.Holders, pids: set[int]) -> dict[int, set[tuple[int, i
 @pytest.fixture
 def holder() -> Iterator[dict[str, int]]:
     """A process holding socketpairs, a socket in two fds, a socket received over SCM_RIGHTS
-    (which the test process holds too) and a forked child holding all of them."""
+    (which the test process holds too), a thread with its own fd table holding one more, and a
+    forked child holding all but that one. They are one process group, killed together."""
     passed = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     proc = subprocess.Popen(
@@ -78,15 +94,15 @@ def holder() -> Iterator[dict[str, int]]:
         stdout=subprocess.PIPE,
         text=True,
         pass_fds=[theirs.fileno()],
+        start_new_session=True,
     )
-    child = 0
     try:
         theirs.close()
         ours.sendmsg(
             [b"x"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [passed.fileno()]))]
         )
         assert proc.stdout is not None
-        child, shared, twice, received = map(int, proc.stdout.readline().split())
+        child, shared, twice, received, apart = map(int, proc.stdout.readline().split())
         yield {
             "pid": proc.pid,
             "child": child,
@@ -94,16 +110,15 @@ def holder() -> Iterator[dict[str, int]]:
             "passed": os.fstat(passed.fileno()).st_ino,
             "twice": twice,
             "received": received,
+            "apart": apart,
         }
     finally:
-        # Closing stdin lets the holder reap its child; if that fails, kill both: the child
-        # holds the stdout pipe, so killing only the holder would leave communicate() waiting.
+        # Closing stdin lets the holder reap its child; if that fails, kill the group: the
+        # child holds the stdout pipe, so killing only the holder would leave communicate() waiting.
         try:
             proc.communicate(timeout=10)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            if child:
-                os.kill(child, 9)
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
         ours.close()
         passed.close()
@@ -111,19 +126,26 @@ def holder() -> Iterator[dict[str, int]]:
 
 def test_iterator_finds_what_proc_finds(holder: dict[str, int]) -> None:
     """Every socket fd of the holder, its child and this process, as readlink finds them: a
-    socket in two fds of one process, one shared after fork, one passed over SCM_RIGHTS. And
-    the names. Scans leave no fd behind; the link is the one fd kept, until close()."""
+    socket in two fds of one process, one shared after fork, one passed over SCM_RIGHTS; not
+    the socket only a thread with its own fd table holds (/proc/PID/fd and ss -p do not show
+    it either). And the names. Scans leave no fd behind; the link is the one fd kept."""
     fds_before = len(os.listdir("/proc/self/fd"))
-    files = TaskFiles()
+    errors: list[str] = []
+    files = TaskFiles(on_error=errors.append)
     try:
-        via_bpf = sockdiag.socket_holders(files=files)
-        assert files.unavailable is None, (
-            f"this machine should load the iterator: {files.unavailable}"
-        )
+        found = files.scan()
+        assert found is not None, f"this machine should load the iterator: {files.unavailable}"
+        via_bpf = sockdiag.Holders()
+        sockdiag._merge(via_bpf, *found)
+        sockdiag._name_holders(via_bpf, "/proc", found[1])
+        assert Counter(found[1]).most_common(1)[0][1] == 1  # no (pid, fd) twice
         pids = {holder["pid"], holder["child"], os.getpid()}
         truth = _truth(pids)
         assert len(truth) >= 600
         assert _of(via_bpf, pids) == truth
+        assert holder["apart"] not in truth
+        assert holder["apart"] not in via_bpf.by_inode
+        assert _of(sockdiag.socket_holders(files=files), pids) == truth  # the daemon's call
         assert _of(sockdiag.socket_holders(helpers=0), pids) == truth  # the /proc way agrees
         pid, child = holder["pid"], holder["child"]
         shared = Counter(p for p, _ in via_bpf.of(holder["shared"]))
@@ -139,6 +161,7 @@ def test_iterator_finds_what_proc_finds(holder: dict[str, int]) -> None:
         files.close()
     assert len(os.listdir("/proc/self/fd")) == fds_before
     assert files.scan() is None  # closed: no scan reopens it
+    assert errors == []
 
 
 @pytest.mark.parametrize(
