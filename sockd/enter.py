@@ -22,7 +22,6 @@ numbers are per architecture and listed below (only where checked). Every switch
 import ctypes
 import errno
 import os
-import platform
 import threading
 from pathlib import Path
 
@@ -31,32 +30,11 @@ from sockd import linux
 PR_SET_NO_NEW_PRIVS = 38  # include/uapi/linux/prctl.h
 DEFAULT_ETC_NETNS = "/etc/netns"
 
-# System call numbers: arch/x86/entry/syscalls/syscall_64.tbl and include/uapi/asm-generic/unistd.h.
-_SYSCALLS: dict[str, dict[str, int]] = {
-    "x86_64": {"setgroups": 116, "setfsuid": 122, "setfsgid": 123},
-    "aarch64": {"setgroups": 159, "setfsuid": 151, "setfsgid": 152},
-}
 _NO_ID = 0xFFFFFFFF  # (uid_t)-1: setfsuid/setfsgid then change nothing and return the current value
 
 _libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 _libc.prctl.argtypes += [ctypes.c_ulong]
-
-
-class UnsupportedArchitecture(OSError):
-    """This machine's system call numbers for per-thread credentials are not known here."""
-
-
-def _syscall(name: str, *args: "int | ctypes.Array[ctypes.c_uint32]") -> int:
-    machine = platform.machine()
-    table = _SYSCALLS.get(machine)
-    if table is None:
-        raise UnsupportedArchitecture(
-            errno.ENOSYS, f"per-thread credentials are not implemented for {machine}"
-        )
-    converted = [ctypes.c_long(a) if isinstance(a, int) else a for a in args]
-    return int(_libc.syscall(ctypes.c_long(table[name]), *converted))
 
 
 def _require_disposable_thread() -> None:
@@ -140,12 +118,12 @@ def adopt_fs_identity(uid: int, gid: int, groups: tuple[int, ...]) -> None:
     """
     _require_disposable_thread()
     array = (ctypes.c_uint32 * max(1, len(groups)))(*groups)
-    _check(_syscall("setgroups", len(groups), array), "setgroups")
+    _check(linux.syscall("setgroups", len(groups), array), "setgroups")
     # setfsuid/setfsgid report no errors; the read-back below catches a refusal.
-    _syscall("setfsgid", gid)
-    _syscall("setfsuid", uid)
-    got_gid = _syscall("setfsgid", _NO_ID)
-    got_uid = _syscall("setfsuid", _NO_ID)
+    linux.syscall("setfsgid", gid)
+    linux.syscall("setfsuid", uid)
+    got_gid = linux.syscall("setfsgid", _NO_ID)
+    got_uid = linux.syscall("setfsuid", _NO_ID)
     got_groups = sorted(os.getgroups())  # getgroups(2) is per-thread; glibc does not broadcast it
     if (got_uid, got_gid, got_groups) != (uid, gid, sorted(groups)):
         raise OSError(

@@ -12,6 +12,7 @@ import ctypes.util
 import errno
 import fcntl
 import os
+import platform
 import resource
 import signal
 import socket
@@ -53,6 +54,34 @@ _libc.mount.argtypes += [ctypes.c_void_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.unshare.argtypes = [ctypes.c_int]
 _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+_libc.syscall.restype = ctypes.c_long
+
+# Numbers of the system calls Python's os module does not wrap, for the 64-bit ABIs:
+# arch/x86/entry/syscalls/syscall_64.tbl, include/uapi/asm-generic/unistd.h (arm64, riscv64).
+_GENERIC_SYSCALLS = {"setgroups": 159, "setfsuid": 151, "setfsgid": 152, "bpf": 280}
+_SYSCALLS: dict[str, dict[str, int]] = {
+    "x86_64": {"setgroups": 116, "setfsuid": 122, "setfsgid": 123, "bpf": 321},
+    "aarch64": _GENERIC_SYSCALLS,
+    "riscv64": _GENERIC_SYSCALLS,
+}
+
+
+class UnsupportedArchitecture(OSError):
+    """This machine's number for a system call Python does not wrap is not known here."""
+
+
+def syscall(name: str, *args: "int | ctypes.Array[Any]") -> int:
+    """System call ``name`` (a key of the table above) by number; its raw result, with
+    ``ctypes.get_errno()`` telling why when it is -1. Integers pass as longs, buffers as
+    pointers. A 32-bit interpreter (another ABI's numbers) raises UnsupportedArchitecture."""
+    machine = platform.machine()
+    table = _SYSCALLS.get(machine) if struct.calcsize("P") == 8 else None
+    if table is None:
+        raise UnsupportedArchitecture(
+            errno.ENOSYS, f"{name}() is not wired up for {machine} ({struct.calcsize('P') * 8}-bit)"
+        )
+    converted = [ctypes.c_long(a) if isinstance(a, int) else a for a in args]
+    return int(_libc.syscall(ctypes.c_long(table[name]), *converted))
 
 
 class _StatFs(ctypes.Structure):

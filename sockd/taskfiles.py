@@ -34,14 +34,12 @@ import array
 import ctypes
 import errno
 import os
-import platform
 import struct
 import sys
 import threading
 from collections.abc import Callable
 
-_BPF_SYSCALL = {"x86_64": 321, "aarch64": 280, "riscv64": 280}
-"""bpf(2)'s number per machine (the kernel's syscall tables): Python's os module has no bpf()."""
+from sockd import linux
 
 _BPF_PROG_LOAD = 5
 _BPF_LINK_CREATE = 28
@@ -144,6 +142,8 @@ def _attach(program: tuple[bytes, int]) -> int:
     """Load the program and create its iterator link; the link fd (it holds the program)."""
     if os.stat("/proc/self/ns/pid").st_ino != _PROC_PID_INIT_INO:
         raise OSError("not in the initial pid namespace: the iterator's pids would not be ours")
+    if sys.byteorder != "little":
+        raise OSError(errno.ENOSYS, "the program is encoded for little-endian machines only")
     code, func_id = program
     insns = ctypes.create_string_buffer(code, len(code))
     licence = ctypes.create_string_buffer(b"Dual MIT/GPL")  # bpf_seq_write is GPL-only
@@ -183,21 +183,10 @@ def _attach(program: tuple[bytes, int]) -> int:
         os.close(prog)  # the link keeps the program
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-_libc.syscall.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_ulong]
-
-
 def _bpf(command: int, attr: bytes) -> int:
-    """bpf(2); a new fd, or OSError."""
-    number = _BPF_SYSCALL.get(platform.machine())
-    # The numbers are the 64-bit ABI's; the instruction encoding below is little-endian's.
-    if number is None or struct.calcsize("P") != 8 or sys.byteorder != "little":
-        raise OSError(
-            errno.ENOSYS, f"bpf() is not wired up here ({platform.machine()}, {sys.byteorder})"
-        )
+    """bpf(2) (Python's os module has none); a new fd, or OSError."""
     buffer = ctypes.create_string_buffer(attr, len(attr))
-    result = int(_libc.syscall(number, command, buffer, len(attr)))
+    result = linux.syscall("bpf", command, buffer, len(attr))
     if result < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
