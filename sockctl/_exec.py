@@ -1,14 +1,17 @@
 """A command running inside a namespace through sockd (``ns.exec``): a Popen-like handle."""
 
 import contextlib
+import io
 import json
+import locale
 import os
 import selectors
 import signal
 import socket
 import subprocess
+import termios
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import FrameType, TracebackType
 from typing import IO, Any, Self
 
@@ -64,11 +67,16 @@ class NsProcess:
         self._requested = False
         self._pending: list[int] = []
         self.args = args
+        self.admin = False
+        """Run with CAP_NET_ADMIN/CAP_NET_RAW over an ``--admin`` namespace (set before launch)."""
         self.pid = 0
-        self.stdin: IO[bytes] | None = None
-        self.stdout: IO[bytes] | None = None
-        self.stderr: IO[bytes] | None = None
+        self.stdin: IO[Any] | None = None
+        self.stdout: IO[Any] | None = None
+        self.stderr: IO[Any] | None = None
+        self.pty: IO[bytes] | None = None
+        """With ``tty=True``: the pty's master, to read the command's output and type its input."""
         self.exit: ExecExit | None = None
+        self._encoding: tuple[str, str] | None = None  # (encoding, errors) in text mode
 
     def launch(
         self,
@@ -77,8 +85,15 @@ class NsProcess:
         env: Mapping[str, str] | None,
         cwd: str | os.PathLike[str] | None,
         stdio: tuple[Stdio, Stdio, Stdio],
+        tty: bool = False,
+        text: tuple[str, str] | None = None,
     ) -> None:
-        """Send the ``ns.exec`` request and wait until the command runs (or raise why not)."""
+        """Send the ``ns.exec`` request and wait until the command runs (or raise why not).
+
+        ``tty``: ``stdio[0]`` is a pty's slave, to become the command's controlling terminal.
+        ``text``: (encoding, errors) to wrap the pipes kept here in text streams.
+        """
+        self._encoding = text
         with _Streams(stdio) as streams:
             request = NsExecRequest(
                 name=name,
@@ -89,6 +104,8 @@ class NsProcess:
                 stdin=streams.index[0],
                 stdout=streams.index[1],
                 stderr=streams.index[2],
+                tty=tty,
+                admin=self.admin,
             )
             with self._lock:
                 self._send(request, streams.fds)
@@ -105,7 +122,10 @@ class NsProcess:
                 raise ProtocolError("sockd's first answer to ns.exec is not the start event")
             started: ExecStarted = decode(ExecStarted, items[0])
             self.pid = started.pid
-            self.stdin, self.stdout, self.stderr = streams.keep()
+            kept = streams.keep()
+            if text is not None:
+                kept = tuple(_text_stream(stream, *text) for stream in kept)  # type: ignore[assignment]
+            self.stdin, self.stdout, self.stderr = kept
 
     # subprocess.Popen's interface ------------------------------------------------------------------
 
@@ -130,16 +150,32 @@ class NsProcess:
 
     def communicate(
         self,
-        input: bytes | None = None,  # noqa: A002 -- subprocess.Popen.communicate's name
+        input: bytes | str | None = None,  # noqa: A002 -- subprocess.Popen.communicate's name
         timeout: float | None = None,
-    ) -> tuple[bytes | None, bytes | None]:
-        """Send ``input`` to stdin (then close it), read stdout and stderr to the end, wait."""
-        out = _drain(self.stdin, input, self.stdout, self.stderr, timeout, self.args)
+    ) -> tuple[Any, Any]:
+        """Send ``input`` to stdin (then close it), read stdout and stderr to the end, wait.
+
+        In text mode (``text=True`` at :meth:`sockctl.Client.popen`) ``input`` and the results are
+        ``str``, with newlines translated as by :mod:`subprocess`; else ``bytes``.
+        """
+        data = input.encode(*self._encoding) if isinstance(input, str) and self._encoding else input
+        if isinstance(data, str):
+            raise TypeError("input must be bytes unless the command was started with text=True")
+        out = _drain(self.stdin, data, self.stdout, self.stderr, timeout, self.args)
         for stream in (self.stdout, self.stderr):
             if stream is not None:
                 stream.close()
         self.wait(timeout)
-        return out
+        if self._encoding is None:
+            return out
+        encoding, errors = self._encoding
+        return tuple(None if raw is None else _decoded(raw, encoding, errors) for raw in out)  # type: ignore[return-value]
+
+    def resize(self, rows: int, columns: int) -> None:
+        """Set the window size of the command's terminal (``tty=True``); it gets SIGWINCH."""
+        if self.pty is None:
+            raise ValueError("resize() needs a command started with tty=True")
+        termios.tcsetwinsize(self.pty.fileno(), (rows, columns))
 
     def send_signal(self, signum: int) -> None:
         """Deliver ``signum`` to the command's process group; nothing once it has ended."""
@@ -173,16 +209,12 @@ class NsProcess:
             with contextlib.suppress(SockdError):  # the daemon went away: wait() reports it
                 self.send_signal(signum)
 
-        previous = {signum: signal.signal(signum, forward) for signum in wanted}
-        try:
+        with handling(wanted, forward):
             yield
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
 
     def close(self) -> None:
         """Close the pipes and the connection; a command still running is killed by sockd."""
-        for stream in (self.stdin, self.stdout, self.stderr):
+        for stream in (self.stdin, self.stdout, self.stderr, self.pty):
             if stream is not None:
                 stream.close()
         with self._lock:
@@ -213,6 +245,10 @@ class NsProcess:
         return f"<NsProcess pid={self.pid} returncode={self.returncode} args={self.args!r}>"
 
     # The connection ---------------------------------------------------------------------------------
+
+    def _exit_fd(self) -> int:
+        """The descriptor that becomes readable when the command's end (or an error) arrives."""
+        return self._connection().fileno()
 
     def _connection(self) -> socket.socket:
         if self._sock is None:
@@ -249,6 +285,17 @@ class NsProcess:
             sock.close()  # the session is over; late signals have nowhere to go
             self._sock = None
         return True
+
+
+@contextlib.contextmanager
+def handling(signals: Iterable[int], handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """``handler`` for ``signals`` within the block; the previous handlers back after it."""
+    previous = {signum: signal.signal(signum, handler) for signum in signals}
+    try:
+        yield
+    finally:
+        for signum, before in previous.items():
+            signal.signal(signum, before)
 
 
 class _Streams:
@@ -303,6 +350,22 @@ class _Streams:
                 stream.close()
 
 
+def _text_stream(stream: IO[bytes] | None, encoding: str, errors: str) -> IO[Any] | None:
+    if stream is None:
+        return None
+    return io.TextIOWrapper(stream, encoding=encoding, errors=errors, write_through=True)
+
+
+def _decoded(data: bytes, encoding: str, errors: str) -> str:
+    # As subprocess's text mode: universal newlines.
+    return data.decode(encoding, errors).replace("\r\n", "\n").replace("\r", "\n")
+
+
+def text_encoding(encoding: str | None, errors: str | None) -> tuple[str, str]:
+    """subprocess's choice for ``text=True``: the locale's encoding unless one is given."""
+    return encoding or locale.getpreferredencoding(False), errors or "strict"
+
+
 def _next(sock: socket.socket, timeout: float | None) -> dict[str, Any] | None:
     message, fds = read_message(sock, timeout)
     _wire.close_all(fds)  # ns.exec's messages carry none
@@ -318,10 +381,10 @@ def _readable(sock: socket.socket, timeout: float | None) -> bool:
 
 
 def _drain(
-    stdin: IO[bytes] | None,
+    stdin: IO[Any] | None,
     data: bytes | None,
-    stdout: IO[bytes] | None,
-    stderr: IO[bytes] | None,
+    stdout: IO[Any] | None,
+    stderr: IO[Any] | None,
     timeout: float | None,
     args: list[str],
 ) -> tuple[bytes | None, bytes | None]:
@@ -345,7 +408,7 @@ def _drain(
                 else:
                     selector.unregister(key.fd)
 
-    def joined(stream: IO[bytes] | None) -> bytes | None:
+    def joined(stream: IO[Any] | None) -> bytes | None:
         return None if stream is None else b"".join(chunks[stream.fileno()])
 
     return joined(stdout), joined(stderr)
@@ -355,7 +418,7 @@ class _Feeder:
     """Writes ``data`` to a non-blocking stdin as the pipe takes it, then closes it."""
 
     def __init__(
-        self, stdin: IO[bytes] | None, data: bytes, selector: selectors.BaseSelector
+        self, stdin: IO[Any] | None, data: bytes, selector: selectors.BaseSelector
     ) -> None:
         self.stdin = stdin
         self.pending = memoryview(data)

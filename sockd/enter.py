@@ -51,7 +51,12 @@ def join_netns(netns_fd: int) -> None:
 
 
 def enter_netns_environment(
-    name: str, netns_fd: int, *, uts_fd: int | None = None, etc_netns: str = DEFAULT_ETC_NETNS
+    name: str,
+    netns_fd: int,
+    *,
+    uts_fd: int | None = None,
+    etc_netns: str = DEFAULT_ETC_NETNS,
+    sockd_etc: str | None = None,
 ) -> list[str]:
     """Do on the calling thread what ``ip netns exec NAME`` does before it runs its command.
 
@@ -59,7 +64,9 @@ def enter_netns_environment(
     namespace ``uts_fd``, when the namespace has one), unshare the mount namespace, make every mount
     a slave *before* unmounting /sys (else the unmount propagates back to the host), mount a fresh
     sysfs describing the namespace's devices (read-only if the old one was), and bind-mount each entry
-    of ``/etc/netns/NAME`` over its namesake in /etc.
+    of ``/etc/netns/NAME`` over its namesake in /etc; then each entry of sockd's own
+    ``SOCKD_ETC/NAME`` (a ``--nat`` namespace's resolv.conf) that the administrator's directory
+    does not have.
 
     Returns one line per /etc entry that could not be bound (iproute2 warns and goes on; so do we).
     """
@@ -77,16 +84,30 @@ def enter_netns_environment(
         if exc.errno not in (errno.EINVAL, errno.ENOENT):  # no sysfs there: nothing to replace
             raise
     linux.mount(name, "/sys", "sysfs", flags)
-    return _bind_etc(Path(etc_netns) / name)
+    failures = _bind_etc(Path(etc_netns) / name)
+    if sockd_etc is not None:
+        failures += _bind_etc(Path(sockd_etc) / name, skip=Path(etc_netns) / name)
+    return failures
 
 
-def _bind_etc(directory: Path) -> list[str]:
+def sockd_etc_entries(sockd_etc: str, name: str, etc_netns: str = DEFAULT_ETC_NETNS) -> list[str]:
+    """The files of sockd's ``SOCKD_ETC/NAME`` that ``ns exec`` binds over /etc (see above)."""
+    return [str(entry) for entry in _entries(Path(sockd_etc) / name, Path(etc_netns) / name)]
+
+
+def _entries(directory: Path, skip: Path | None = None) -> list[Path]:
     try:
-        entries = sorted(directory.iterdir())
+        entries = sorted(e for e in directory.iterdir() if not e.name.startswith("."))
     except (FileNotFoundError, NotADirectoryError):
         return []
+    if skip is not None:
+        entries = [e for e in entries if not (skip / e.name).exists()]
+    return entries
+
+
+def _bind_etc(directory: Path, skip: Path | None = None) -> list[str]:
     failures = []
-    for entry in entries:
+    for entry in _entries(directory, skip):
         target = f"/etc/{entry.name}"
         try:
             linux.mount(str(entry), target, None, linux.MS_BIND)

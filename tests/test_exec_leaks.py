@@ -1,7 +1,6 @@
 """1 000 ns.exec and 1 000 sock.open requests leave the daemon as they found it."""
 
 import os
-import time
 
 import pytest
 
@@ -28,20 +27,6 @@ def threads(daemon: Daemon) -> int:
     return len(os.listdir(f"/proc/{daemon.proc.pid}/task"))
 
 
-def settled_fd_count(daemon: Daemon, expected: int | None = None) -> int:
-    """The daemon's descriptor count once it stops moving (the last connection closes on the
-    server's loop, after the client has its reply), or as soon as it is ``expected``."""
-    deadline = time.monotonic() + 5
-    previous = daemon.fd_count()
-    while time.monotonic() < deadline and previous != expected:
-        time.sleep(0.2)
-        count = daemon.fd_count()
-        if count == previous and expected is None:
-            break
-        previous = count
-    return previous
-
-
 @pytest.mark.slow
 def test_no_descriptor_thread_or_process_leaks(
     daemon: Daemon, user_python: tuple[str, str]
@@ -54,11 +39,11 @@ def test_no_descriptor_thread_or_process_leaks(
         # Warm-up: the server's request threads (reused, never ended) reach their working size.
         warm_up = LOAD.replace(f"range({ROUNDS})", "range(20)").replace("NAME", repr(name))
         assert as_user(MEMBER, user_python, warm_up, daemon.socket) == [0]
-        fds_before = settled_fd_count(daemon)
+        fds_before = daemon.settled_fd_count()
         threads_before = threads(daemon)
         load = LOAD.replace("NAME", repr(name))
         assert as_user(MEMBER, user_python, load, daemon.socket, timeout=600) == [0]
-        assert settled_fd_count(daemon, fds_before) == fds_before
+        daemon.wait_fd_count(fds_before)
         # The short-lived namespace threads are gone: one left behind per request would show as
         # hundreds. The server's request threads are reused but may grow up to their bound
         # (limits.max_connections + 1, 64 + 1 here) when a request arrives before the previous

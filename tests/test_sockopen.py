@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -390,3 +391,27 @@ def test_bad_privileged_port_rules_are_refused_at_load(
     )
     assert checked.returncode != 0
     assert complaint in checked.stderr
+
+
+def test_the_audit_record_tells_where_the_socket_was_opened(
+    shared_daemon: Daemon, owned: str
+) -> None:
+    # The daemon and the namespace are shared with other tests, whose sock.open records are in the
+    # log too: an address no other test uses finds this one (logged just after the reply).
+    address = "tcp:127.9.8.7:0"
+    with shared_daemon.client() as client:
+        server = client.open_socket(address, ns=owned)
+        server.close()
+    deadline = time.monotonic() + 10
+    while not (
+        records := [
+            r
+            for r in shared_daemon.audit()
+            if r.get("SOCKD_OP") == "sock.open" and r.get("SOCKD_ADDRESS") == address
+        ]
+    ):
+        assert time.monotonic() < deadline, shared_daemon.log()
+        time.sleep(0.05)
+    (record,) = records
+    assert record["SOCKD_NS"] == owned
+    assert record["SOCKD_RESULT"] == "ok"
