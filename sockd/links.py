@@ -24,9 +24,12 @@ pool blocks. Deleting a namespace deletes its veths first, synchronously: the ke
 asynchronously, and a host end that outlived it would make re-creating the same name fail with EEXIST.
 """
 
+import contextlib
+import errno
 import ipaddress
 import os
 import secrets
+import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
@@ -35,6 +38,7 @@ from types import TracebackType
 from typing import Self
 
 from sockctl.errors import (
+    AlreadyExists,
     InternalError,
     InvalidRequest,
     NotFound,
@@ -48,13 +52,15 @@ from sockctl.protocol import (
     NsDetail,
     NsInfo,
     NsUnlinkReply,
+    PublishedPort,
 )
-from sockd import linux, rtnl
+from sockd import linux, resolv, rtnl
 from sockd.config import LinksConfig
 from sockd.log import Logger
+from sockd.nat import Firewall, NatLink, Published
 from sockd.netns import Faults, Namespaces
 from sockd.policy import Peer, Policy
-from sockd.registry import LinkRecord, LinkRegistry
+from sockd.registry import LinkRecord, LinkRegistry, PortRecord
 from sockd.rtnl import IPInterface, Link, Rtnl
 
 IFNAMSIZ = 16
@@ -150,6 +156,8 @@ class Links:
         config: Callable[[], LinksConfig],
         log: Logger,
         faults: Faults,
+        firewall: Firewall | None = None,
+        etc_dir: str | None = None,
     ) -> None:
         self.registry = registry
         self.namespaces = namespaces
@@ -157,6 +165,8 @@ class Links:
         self.config = config
         self.log = log
         self.faults = faults
+        self.firewall = firewall
+        self.etc_dir = etc_dir
         namespaces.before_discard.append(self._remove_all_of)
 
     # Operations -----------------------------------------------------------------------------------
@@ -170,6 +180,8 @@ class Links:
         address: str | None = None,
         peer_address: str | None = None,
         no_address: bool = False,
+        nat: bool = False,
+        dns: Iterable[str] = (),
     ) -> LinkInfo:
         """Make a veth pair from ``name`` to the host (``peer_ns`` None) or to ``peer_ns``."""
         if peer_ns == name:
@@ -178,6 +190,10 @@ class Links:
         peer_given = _parse_address(peer_address, "peer_address")
         if no_address and (given or peer_given):
             raise InvalidRequest("no_address excludes address and peer_address", field="no_address")
+        servers = _parse_servers(dns, nat)
+        if nat:
+            _check_nat_addressing(peer_ns, no_address, given, peer_given)
+            self.policy().require_nat(peer, f"a way out for {name} (--nat)")
         if peer_ns is None and peer_given is not None and not peer.root:
             raise PermissionDenied(
                 "only root may choose the host end's address; host ends get pool addresses",
@@ -188,6 +204,8 @@ class Links:
             self.namespaces.require_owned(peer, name)
             if peer_ns is not None:
                 self.namespaces.require_owned(peer, peer_ns)
+            if nat:
+                self._require_no_way_out(name)
             # Only the caller's records are checked against the kernel: they are what its quota
             # counts. Stale records of others merely keep their names and blocks reserved.
             records = self.registry.records()
@@ -214,6 +232,7 @@ class Links:
                 peer_address=None if peer_given is None else str(peer_given),
                 pool_block=None if block is None else str(block),
                 created=time.time(),
+                nat=nat,
             )
             self.registry.write(record)
             self.faults.point("link.recorded")
@@ -224,6 +243,9 @@ class Links:
                 if isinstance(exc, OSError):
                     raise InternalError(f"cannot link {name}: {exc}") from exc
                 raise
+            if nat:
+                # Still "creating": a crash from here on is rolled back at start, rules and all.
+                self._open_way_out(record, servers, socks)
             record = record.ready()
             self.registry.write(record)
             socks.forget_addresses()
@@ -251,6 +273,8 @@ class Links:
             self._destroy(record, socks)
             self.faults.point("unlink.deleted")
             self.registry.remove(record.id)
+            if record.nat:
+                self._close_way_out(record)
         near, far = _oriented(record, name)
         self.log.info(
             f"unlinked {name}:{near[1]}", SOCKD_NS=name, SOCKD_LINK=record.id, SOCKD_UID=peer.uid
@@ -330,6 +354,8 @@ class Links:
                 if record.state == "creating":
                     self._destroy(record, socks)
                     self.registry.remove(record.id)
+                    if record.nat and self.etc_dir is not None:
+                        resolv.remove(self.etc_dir, record.ns)  # the sync below drops its rules
                     self.log.warning(
                         f"rolled back link {record.ns}:{record.ifname}: its creation was "
                         f"interrupted",
@@ -338,6 +364,159 @@ class Links:
                         SOCKD_OWNER_UID=record.owner_uid,
                     )
             self._cull(self.registry.records(), socks)
+            # Always: the table of an earlier run may hold rules of links that are gone now.
+            try:
+                self.sync_firewall()
+            except InternalError as exc:
+                self.log.error(f"cannot restore the way out of --nat links: {exc.message}")
+
+    # A way out (issue 14) ------------------------------------------------------------------------------
+
+    def publish(
+        self, peer: Peer, name: str, transport: str, host_port: int, port: int | None
+    ) -> PublishedPort:
+        """DNAT host port ``host_port`` into ``name`` (its ``--nat`` link's address, ``port``)."""
+        policy = self.policy()
+        policy.require_nat(peer, f"publishing a port into {name}")
+        if not policy.allows_host_port(peer, host_port):
+            raise PermissionDenied(
+                f"host port {host_port} is privileged (below 1024); publishing it needs a "
+                f"policy.privileged_ports grant",
+                field="host_port",
+                details={"port": host_port},
+            )
+        with self.namespaces.lock:
+            self.namespaces.require_owned(peer, name)
+            records = [r for r in self.registry.records() if r.state == "ready"]
+            link = self._way_out(name, records)
+            mine = sum(1 for r in records for p in r.published if p.owner_uid == peer.uid)
+            policy.check_publish_quota(peer, mine)
+            for record in records:
+                for taken in record.published:
+                    if (taken.transport, taken.host_port) == (transport, host_port):
+                        raise AlreadyExists(
+                            f"host port {host_port}/{transport} is already published into "
+                            f"namespace {record.ns}",
+                            field="host_port",
+                            details={"namespace": record.ns},
+                        )
+            _require_free_host_port(transport, host_port)
+            entry = PortRecord(
+                transport=transport,
+                host_port=host_port,
+                port=port or host_port,
+                owner_uid=peer.uid,
+            )
+            updated = replace(link, published=(*link.published, entry))
+            self.registry.write(updated)  # recorded first: a crash leaves it owned, not lost
+            self.faults.point("publish.recorded")
+            try:
+                self.sync_firewall()
+            except BaseException:
+                self.registry.write(link)
+                self.sync_firewall()
+                raise
+        self.log.info(
+            f"published host port {host_port}/{transport} into {name}:{entry.port}",
+            SOCKD_NS=name,
+            SOCKD_LINK=link.id,
+            SOCKD_HOST_PORT=host_port,
+        )
+        return _published_view(updated, entry)
+
+    def unpublish(self, peer: Peer, name: str, transport: str, host_port: int) -> PublishedPort:
+        with self.namespaces.lock:
+            for record in self.registry.records():
+                if record.state != "ready" or record.ns != name:
+                    continue
+                for entry in record.published:
+                    if (entry.transport, entry.host_port) != (transport, host_port):
+                        continue
+                    if peer.uid not in {entry.owner_uid, *self._owners(record)}:
+                        self.policy().require_owner(
+                            peer, entry.owner_uid, f"published port {host_port}/{transport}"
+                        )
+                    kept = tuple(p for p in record.published if p is not entry)
+                    self.registry.write(replace(record, published=kept))
+                    self.sync_firewall()
+                    self.log.info(
+                        f"withdrew host port {host_port}/{transport} from {name}",
+                        SOCKD_NS=name,
+                        SOCKD_LINK=record.id,
+                        SOCKD_HOST_PORT=host_port,
+                    )
+                    return _published_view(record, entry)
+        raise NotFound(
+            f"host port {host_port}/{transport} is not published into namespace {name}",
+            field="host_port",
+        )
+
+    def sync_firewall(self) -> None:
+        """Make sockd's nft table exactly what the live ``--nat`` links need (see sockd.nat)."""
+        if self.firewall is None:
+            return
+        links = [
+            NatLink(
+                host_ifname=r.peer_ifname,
+                block=str(ipaddress.ip_interface(r.address).network),
+                address=str(ipaddress.ip_interface(r.address).ip),
+                published=tuple(
+                    Published(transport=p.transport, host_port=p.host_port, port=p.port)
+                    for p in r.published
+                ),
+            )
+            # "creating" ones too: a link gets its rules before it is ready (and a crash before
+            # that rolls it back at start, then syncs again without it).
+            for r in self.registry.records()
+            if r.nat and r.address is not None
+        ]
+        self.firewall.sync(links)
+
+    def _require_no_way_out(self, name: str) -> None:
+        for record in self.registry.records():
+            if record.nat and record.ns == name:
+                raise AlreadyExists(
+                    f"namespace {name} already has a way out (link {record.ifname}); unlink it "
+                    f"first",
+                    field="nat",
+                    details={"ifname": record.ifname},
+                )
+
+    def _way_out(self, name: str, records: list[LinkRecord]) -> LinkRecord:
+        for record in records:
+            if record.nat and record.ns == name:
+                return record
+        raise NotFound(
+            f"namespace {name} has no way out: publishing needs a link made with --nat (the "
+            f"replies leave that way)",
+            field="name",
+        )
+
+    def _open_way_out(self, record: LinkRecord, servers: list[str], socks: _Sockets) -> None:
+        """The firewall's half of a new ``--nat`` link, and its resolv.conf; undone on failure."""
+        try:
+            if self.etc_dir is not None:
+                text, warnings = resolv.contents(servers)
+                for warning in warnings:
+                    self.log.warning(f"ns link --nat {record.ns}: {warning}", SOCKD_NS=record.ns)
+                resolv.write(self.etc_dir, record.ns, text)
+            self.faults.point("link.nat.resolv")
+            self.sync_firewall()
+            self.faults.point("link.nat.synced")
+        except BaseException as exc:
+            self._destroy(record, socks)
+            self.registry.remove(record.id)
+            # The table holds what the last good sync made, which did not include this link.
+            with contextlib.suppress(InternalError):
+                self._close_way_out(record)
+            if isinstance(exc, OSError):
+                raise InternalError(f"cannot give {record.ns} a way out: {exc}") from exc
+            raise
+
+    def _close_way_out(self, record: LinkRecord) -> None:
+        if self.etc_dir is not None:
+            resolv.remove(self.etc_dir, record.ns)
+        self.sync_firewall()
 
     # Internals ----------------------------------------------------------------------------------------
 
@@ -389,6 +568,21 @@ class Links:
             made_up.append((nl, link.index))
         for nl, index in made_up:
             nl.set_up(index)
+        if record.nat and record.peer_address is not None:
+            # Forwarding on the host end only: the namespace's packets may be routed on; the
+            # host's global switch stays as it was. The setting goes with the interface.
+            linux.set_interface_sysctl("ipv4", record.peer_ifname, "forwarding", "1")
+            nl = socks.get(record.ns)
+            gateway = ipaddress.ip_interface(record.peer_address).ip
+            if nl is None or not isinstance(gateway, ipaddress.IPv4Address):
+                raise InternalError(f"namespace {record.ns} vanished while being linked")
+            try:
+                nl.add_default_route(gateway)
+            except FileExistsError as exc:
+                raise AlreadyExists(
+                    f"namespace {record.ns} already has a default route; remove it for --nat",
+                    field="nat",
+                ) from exc
 
     def _create_pair(self, record: LinkRecord) -> None:
         fds: list[int] = []
@@ -501,6 +695,8 @@ class Links:
                 if record.touches(name):
                     self._destroy(record, socks)
                     self.registry.remove(record.id)
+                    if record.nat:
+                        self._close_way_out(record)
                     self.log.info(
                         f"removed link {record.ns}:{record.ifname} with namespace {name}",
                         SOCKD_NS=name,
@@ -516,6 +712,8 @@ class Links:
                 continue
             self._destroy(record, socks)
             self.registry.remove(record.id)
+            if record.nat:
+                self._close_way_out(record)
             self.log.info(
                 f"forgot link {record.ns}:{record.ifname}: its veth pair is gone",
                 SOCKD_NS=record.ns,
@@ -581,6 +779,8 @@ class Links:
             peer=self._end(record.peer_ns, record.peer_ifname, socks),
             pool_block=record.pool_block,
             created=record.created,
+            nat=record.nat,
+            published=[_published_view(record, p) for p in record.published],
         )
 
     @staticmethod
@@ -620,6 +820,76 @@ def _parse_address(value: str | None, field: str) -> IPInterface | None:
             f"{field}: {ip} is a multicast, unspecified or loopback address", field=field
         )
     return interface
+
+
+def _parse_servers(dns: Iterable[str], nat: bool) -> list[str]:
+    servers = []
+    for server in dns:
+        try:
+            address = ipaddress.ip_address(server)
+        except ValueError as exc:
+            raise InvalidRequest(f"dns: {exc}", field="dns") from exc
+        if address.is_unspecified or address.is_multicast or address.is_loopback:
+            raise InvalidRequest(
+                f"dns: {address} cannot be a name server from inside a namespace", field="dns"
+            )
+        servers.append(str(address))
+    if servers and not nat:
+        raise InvalidRequest("dns: name servers come with a way out (--nat)", field="dns")
+    return servers
+
+
+def _check_nat_addressing(
+    peer_ns: str | None, no_address: bool, given: IPInterface | None, peer_given: IPInterface | None
+) -> None:
+    if peer_ns is not None:
+        raise InvalidRequest("nat: a way out goes through the host; link to the host", field="nat")
+    if no_address:
+        raise InvalidRequest("nat: a way out needs addresses on both ends", field="nat")
+    if (given is None) != (peer_given is None) or (
+        given is not None
+        and peer_given is not None
+        and (given.version != 4 or given.network != peer_given.network)
+    ):
+        raise InvalidRequest(
+            "nat: give both ends IPv4 addresses of one network, or none (pool addresses)",
+            field="nat",
+        )
+
+
+def _require_free_host_port(transport: str, port: int) -> None:
+    """Refuse a host port something on the host already holds (a listener, a bound socket)."""
+    kind = socket.SOCK_STREAM if transport == "tcp" else socket.SOCK_DGRAM
+    for family, anywhere in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):  # noqa: S104
+        with socket.socket(family, kind | socket.SOCK_CLOEXEC) as probe:
+            if transport == "tcp":
+                # Connections in TIME_WAIT on that port do not count; a listener or a bound socket does.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind((anywhere, port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise AlreadyExists(
+                        f"host port {port}/{transport} is in use on the host (see `sockctl sock "
+                        f"list --sport {port}`)",
+                        field="host_port",
+                        details={"port": port},
+                    ) from exc
+                if exc.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
+                    raise
+
+
+def _published_view(record: LinkRecord, entry: PortRecord) -> PublishedPort:
+    return PublishedPort(
+        name=record.ns,
+        transport=entry.transport,
+        host_port=entry.host_port,
+        address=str(ipaddress.ip_interface(record.address).ip) if record.address else "",
+        port=entry.port,
+        owner_uid=entry.owner_uid,
+    )
 
 
 def _pool_addresses(records: Iterable[LinkRecord]) -> int:

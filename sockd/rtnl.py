@@ -49,6 +49,8 @@ RTM_DELLINK = 17
 RTM_GETLINK = 18
 RTM_NEWADDR = 20
 RTM_GETADDR = 22
+RTM_NEWROUTE = 24
+RTM_GETROUTE = 26
 RTM_NEWNSID = 88
 RTM_GETNSID = 90
 
@@ -79,6 +81,16 @@ _IFA_ADDRESS = 1
 _IFA_LOCAL = 2
 _IFA_F_NODAD = 0x02
 
+# Route attributes (RTA_*) and rtmsg values.
+_RTA_DST = 1
+_RTA_OIF = 4
+_RTA_GATEWAY = 5
+_RTA_TABLE = 15
+_RT_TABLE_MAIN = 254
+_RTPROT_BOOT = 3  # what `ip route add` marks its routes with
+_RT_SCOPE_UNIVERSE = 0
+_RTN_UNICAST = 1
+
 # nsid attributes (NETNSA_*).
 _NETNSA_NSID = 1
 _NETNSA_FD = 3
@@ -91,6 +103,9 @@ _NLATTR = struct.Struct("=HH")  # len, type
 _IFINFOMSG = struct.Struct("=BxHiII")  # family, pad, type, index, flags, change
 _IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
 _RTGENMSG = struct.Struct("=B3x")
+_RTMSG = struct.Struct(
+    "=BBBBBBBBI"
+)  # family, dst_len, src_len, tos, table, protocol, scope, type, flags
 
 _RECV_SIZE = 1 << 17
 
@@ -301,6 +316,44 @@ class Rtnl:
             )
             body = header + _attr(_IFA_ADDRESS, packed)
         self._request(RTM_NEWADDR, body, flags=_NLM_F_CREATE | _NLM_F_EXCL)
+
+    # Routes --------------------------------------------------------------------------------------------
+
+    def add_default_route(self, gateway: ipaddress.IPv4Address) -> None:
+        """``ip route add default via GATEWAY`` in the main table (EEXIST if there is one)."""
+        body = _RTMSG.pack(
+            socket.AF_INET,
+            0,
+            0,
+            0,
+            _RT_TABLE_MAIN,
+            _RTPROT_BOOT,
+            _RT_SCOPE_UNIVERSE,
+            _RTN_UNICAST,
+            0,
+        ) + _attr(_RTA_GATEWAY, gateway.packed)
+        self._request(RTM_NEWROUTE, body, flags=_NLM_F_CREATE | _NLM_F_EXCL)
+
+    def default_route_interfaces(self) -> list[int]:
+        """Indexes of the interfaces the main table's IPv4 default routes leave by."""
+        found = []
+        for kind, body in self._dump(
+            RTM_GETROUTE, _RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
+        ):
+            if kind != RTM_NEWROUTE or len(body) < _RTMSG.size:
+                continue
+            _, dst_len, _, _, table, _, _, rtype, _ = _RTMSG.unpack_from(body)
+            attrs = _attrs(body, _RTMSG.size)
+            if _RTA_TABLE in attrs:
+                table = struct.unpack_from("=I", attrs[_RTA_TABLE])[0]
+            if (
+                dst_len == 0
+                and table == _RT_TABLE_MAIN
+                and rtype == _RTN_UNICAST
+                and _RTA_OIF in attrs
+            ):
+                found.append(struct.unpack_from("=i", attrs[_RTA_OIF])[0])
+        return found
 
     # nsid ------------------------------------------------------------------------------------------
 

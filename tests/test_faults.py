@@ -25,7 +25,7 @@ from sockctl import Client, DaemonUnavailable, InternalError
 from sockd import linux
 from sockd.netns import Faults
 from sockd.registry import LinkRecord, LinkRegistry
-from tests import test_crash, test_links
+from tests import test_crash, test_links, test_nat
 from tests.conftest import (
     MEMBER,
     Daemon,
@@ -46,6 +46,7 @@ def test_every_pause_point_has_a_kill9_test() -> None:
         "ns.delete.unmounted",  # test_crash.test_kill_during_delete_is_repaired_on_start
         *test_links.LINK_STEPS,
         *ATTACH_STEPS,
+        *test_nat.NAT_STEPS,
     }
     assert covered == set(Faults.STEPS)
 
