@@ -20,9 +20,10 @@ generic netlink parser was measured 45x slower on the same dump, ../shared/DESIG
 """
 
 import array
-import collections
+import bisect
 import contextlib
 import errno
+import ipaddress
 import itertools
 import os
 import socket
@@ -31,10 +32,11 @@ import subprocess
 import sys
 import threading
 import typing
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, NamedTuple, TypeVar
 
+from sockctl import protocol as p
 from sockd import linux, taskfiles
 
 _T = TypeVar("_T")
@@ -244,20 +246,25 @@ class DiagSocket:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def inet(self, family: int, protocol: int, states: int) -> Iterator[InetChunk]:
+    def inet(
+        self, family: int, protocol: int, states: int, bytecode: bytes = b""
+    ) -> Iterator[InetChunk]:
         """TCP, UDP or RAW sockets of ``family`` (AF_INET, AF_INET6) whose state is in ``states``.
 
-        ``states`` is a bit mask of ``1 << TCP_*``. Yields one :class:`InetChunk` per kernel
-        message batch (a few hundred sockets). Raises :class:`SockDiagUnavailable` when the kernel
-        has no handler for the protocol (RAW needs ``CONFIG_INET_RAW_DIAG``).
+        ``states`` is a bit mask of ``1 << TCP_*``; ``bytecode`` a filter from
+        :func:`filter_bytecode` that the kernel runs on each socket. Yields one
+        :class:`InetChunk` per kernel message batch (a few hundred sockets). Raises
+        :class:`SockDiagUnavailable` when the kernel has no handler for the protocol (RAW needs
+        ``CONFIG_INET_RAW_DIAG``).
         """
         raw_protocol = 0
         if protocol not in (socket.IPPROTO_TCP, socket.IPPROTO_UDP):
             # raw_diag is selected with sdiag_protocol = IPPROTO_RAW; the IP protocol to match
             # (0: all) goes in the pad byte, sdiag_raw_protocol (net/ipv4/raw_diag.c).
             raw_protocol, protocol = 0, socket.IPPROTO_RAW
+        attribute = _NLATTR.pack(_NLATTR.size + len(bytecode), _INET_DIAG_REQ_BYTECODE)
         request = _INET_REQUEST.pack(
-            _INET_REQUEST.size,
+            _INET_REQUEST.size + (len(attribute) + len(bytecode) if bytecode else 0),
             SOCK_DIAG_BY_FAMILY,
             _NLM_F_REQUEST | _NLM_F_DUMP,
             self._next_seq(),
@@ -268,6 +275,8 @@ class DiagSocket:
             raw_protocol,
             states,
         )
+        if bytecode:
+            request += attribute + bytecode
         addresses = self._addresses[family]
         return self._dump(request, lambda buf: _inet_chunk(buf, addresses))
 
@@ -319,6 +328,97 @@ class DiagSocket:
             self._sock.send(request)
         except OSError as exc:
             raise _translate(exc) from exc
+
+
+# inet_diag filter bytecode (include/uapi/linux/inet_diag.h, net/ipv4/inet_diag.c) -----------------
+
+_INET_DIAG_REQ_BYTECODE = 1
+_BC_JMP = 1
+_BC_S_GE, _BC_S_LE, _BC_D_GE, _BC_D_LE = 2, 3, 4, 5
+_BC_S_COND, _BC_D_COND = 7, 8
+_BC_OP = struct.Struct("=BBH")  # struct inet_diag_bc_op: code, yes, no
+_HOSTCOND = struct.Struct("=BB2xi")  # struct inet_diag_hostcond: family, prefix_len, port
+_MAX_BYTECODE = 65535 - 8
+"""A jump (``no``) is 16 bits: longer programs are not sent (the daemon's own check still runs)."""
+
+
+def filter_bytecode(expr: p.SockExpr) -> bytes:
+    """A filter expression as inet_diag bytecode, so the kernel drops what does not match.
+
+    Built as ss builds it (misc/ss.c, ssfilter_bytecompile): a program's ops run in sequence; each
+    goes ``yes`` bytes on when its test holds and ``no`` bytes on when not, and the socket matches
+    when the run ends exactly at the end (a fragment's "false" exit is 4 bytes past its end).
+    ``and`` concatenates (the first part's false exits moved past the second), ``or`` puts an
+    always-taken jump to the end between its parts, ``not`` one to the false exit after its part.
+    The kernel audits the program (inet_diag_bc_audit) before it runs it. Returns b"" when the
+    program would be too long to address; the daemon's predicate filters alone then.
+    """
+    code = _compile(expr)
+    return code if len(code) <= _MAX_BYTECODE else b""
+
+
+def _compile(expr: p.SockExpr) -> bytes:
+    if isinstance(expr, p.SockAnd | p.SockOr):
+        parts = [_compile(arg) for arg in expr.args]
+        combine = _bc_and if isinstance(expr, p.SockAnd) else _bc_or
+        code = parts[0]
+        for part in parts[1:]:
+            code = combine(code, part)
+        return code
+    if isinstance(expr, p.SockNot):
+        return _bc_not(_compile(expr.arg))
+    if isinstance(expr, p.SockPortMatch):
+        source = expr.op == "sport"
+        if expr.cmp in ("eq", "ne"):
+            test = _bc_hostcond(source, None, expr.port)
+            return test if expr.cmp == "eq" else _bc_not(test)
+        # lt = not ge, gt = not le, as ss compiles them.
+        ge = expr.cmp in ("ge", "lt")
+        op = (_BC_S_GE if ge else _BC_S_LE) if source else (_BC_D_GE if ge else _BC_D_LE)
+        test = _BC_OP.pack(op, 8, 12) + _BC_OP.pack(0, 0, expr.port)
+        return test if expr.cmp in ("ge", "le") else _bc_not(test)
+    network = None if expr.address is None else ipaddress.ip_network(expr.address, strict=False)
+    return _bc_hostcond(expr.op == "src", network, expr.port)
+
+
+def _bc_hostcond(
+    source: bool,
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network | None,
+    port: int | None,
+) -> bytes:
+    """A S_COND/D_COND op: the port (unless None) and the address prefix (unless None) match."""
+    if network is None:
+        family, prefix, address = socket.AF_UNSPEC, 0, b""
+    else:
+        family = socket.AF_INET if network.version == 4 else socket.AF_INET6
+        prefix, address = network.prefixlen, network.network_address.packed
+    size = _BC_OP.size + _HOSTCOND.size + len(address)
+    op = _BC_OP.pack(_BC_S_COND if source else _BC_D_COND, size, size + 4)
+    return op + _HOSTCOND.pack(family, prefix, -1 if port is None else port) + address
+
+
+def _bc_and(first: bytes, second: bytes) -> bytes:
+    return _relocate_false_exits(first, len(second)) + second
+
+
+def _bc_or(first: bytes, second: bytes) -> bytes:
+    return first + _BC_OP.pack(_BC_JMP, 4, len(second) + 4) + second
+
+
+def _bc_not(code: bytes) -> bytes:
+    return code + _BC_OP.pack(_BC_JMP, 4, 8)
+
+
+def _relocate_false_exits(code: bytes, by: int) -> bytes:
+    """``code`` with its jumps to its false exit (4 bytes past its end) moved ``by`` bytes on."""
+    out = bytearray(code)
+    offset = 0
+    while offset < len(out):
+        op, yes, no = _BC_OP.unpack_from(out, offset)
+        if offset + no == len(out) + 4:
+            _BC_OP.pack_into(out, offset, op, yes, no + by)
+        offset += yes
+    return bytes(out)
 
 
 class _Addresses(dict[bytes, str]):
@@ -589,25 +689,66 @@ def proc_net_unix(file: IO[bytes], states: int) -> Iterator[UnixChunk]:
 
 @dataclass
 class Holders:
-    """Which processes hold which sockets, from one scan of ``/proc/*/fd``.
+    """Which processes hold which sockets, from one scan of the host's fd tables.
 
-    ``by_inode`` maps a socket inode to its holder packed as ``pid << 32 | fd``, or to a list of
-    those when several processes share it (after fork, or passed over SCM_RIGHTS): one int per
-    socket keeps the map at ~100 bytes per entry, which matters at 100 000 sockets. ``names`` maps
-    a pid to its command name (``/proc/PID/comm``, what ss -p shows). Socket inodes are unique on
-    the host, so one map serves every namespace.
+    Compact on purpose (a listing of 100 000 connections holds ~200 000 entries): the finds are
+    two arrays of u64 -- socket inode and holder packed as ``pid << 32 | fd`` -- 16 bytes per
+    entry, looked up through one sorted array of ``inode << 32 | row`` keys (bisect). A dict of
+    Python ints took ~160 bytes per entry here (31 MiB at 200 000; bench/socklist.py's peak RSS).
+    A socket held by several processes (after fork, or passed over SCM_RIGHTS) has several rows.
+    ``names`` maps a pid to its command name (``/proc/PID/comm``, what ss -p shows). Socket inodes
+    are unique on the host, so one map serves every namespace.
     """
 
-    by_inode: dict[int, "int | list[int]"] = field(default_factory=dict)
     names: dict[int, str] = field(default_factory=dict)
+    _inodes: "array.array[int]" = field(default_factory=lambda: array.array("Q"))
+    _packed: "array.array[int]" = field(default_factory=lambda: array.array("Q"))
+    _keys: "Sequence[int] | None" = None
+
+    def add(self, inodes: Iterable[int], packed: Iterable[int]) -> None:
+        self._inodes.extend(inodes)
+        self._packed.extend(packed)
+        self._keys = None
+
+    def _sorted(self) -> Sequence[int]:
+        if self._keys is None:
+            keys = sorted(inode << 32 | row for row, inode in enumerate(self._inodes))
+            try:
+                self._keys = array.array("Q", keys)
+            except OverflowError:  # an inode above 2**32 (not from today's kernels): keep the list
+                self._keys = keys
+        return self._keys
+
+    def packed_of(self, inode: int) -> list[int]:
+        """Each holder of ``inode`` as ``pid << 32 | fd``, once each, in the order found."""
+        keys = self._sorted()
+        at = bisect.bisect_left(keys, inode << 32)
+        found: list[int] = []
+        while at < len(keys) and keys[at] >> 32 == inode:
+            packed = self._packed[keys[at] & 0xFFFFFFFF]
+            if packed not in found:
+                found.append(packed)
+            at += 1
+        return found
 
     def of(self, inode: int) -> list[tuple[int, int]]:
         """(pid, fd) of each holder of ``inode``."""
-        held = self.by_inode.get(inode)
-        if held is None:
-            return []
-        packed = [held] if isinstance(held, int) else held
-        return [(h >> 32, h & 0xFFFFFFFF) for h in packed]
+        return [(h >> 32, h & 0xFFFFFFFF) for h in self.packed_of(inode)]
+
+    def inodes(self) -> set[int]:
+        """Every socket inode with a holder."""
+        return set(self._inodes)
+
+    def held_by(self, pid: int) -> set[int]:
+        """The inodes process ``pid`` holds."""
+        return {
+            inode
+            for inode, packed in zip(self._inodes, self._packed, strict=True)
+            if packed >> 32 == pid
+        }
+
+    def __len__(self) -> int:
+        return len(self._inodes)
 
 
 _VANISHED = (FileNotFoundError, ProcessLookupError)
@@ -861,31 +1002,15 @@ def _readlinks(fd_dir: int, pid: int, names: list[str]) -> _Found:
 
 
 def _merge(holders: Holders, inodes: Sequence[int], packed: Sequence[int]) -> None:
-    """Add finds given as columns: in C (dict, set, Counter) but for the sockets found twice."""
-    fresh = dict(zip(inodes, packed, strict=True))
-    if len(fresh) < len(inodes):  # a socket in several fds (fork, dup, SCM_RIGHTS)
-        shared = {inode for inode, count in collections.Counter(inodes).items() if count > 1}
-        _add(holders, [[(i, h) for i, h in zip(inodes, packed, strict=True) if i in shared]])
-        for inode in shared:
-            del fresh[inode]
-    by_inode = holders.by_inode
-    for inode in fresh.keys() & by_inode.keys():
-        _add(holders, [[(inode, fresh.pop(inode))]])
-    by_inode.update(fresh)
+    """Add finds given as columns."""
+    holders.add(inodes, packed)
 
 
 def _add(holders: Holders, parts: list[_Found]) -> bool:
     """Add what was found to ``holders``; whether anything was."""
-    by_inode = holders.by_inode
     any_found = False
     for found in parts:
-        for inode, packed in found:
-            held = by_inode.setdefault(inode, packed)
-            if held != packed:
-                if isinstance(held, int):
-                    by_inode[inode] = [held, packed]
-                else:
-                    held.append(packed)
+        holders.add((inode for inode, _ in found), (packed for _, packed in found))
         any_found = any_found or bool(found)
     return any_found
 

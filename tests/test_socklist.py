@@ -13,6 +13,7 @@ import errno
 import functools
 import json
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -472,7 +473,7 @@ def test_helper_scan_finds_every_fd_of_a_big_process_once() -> None:
         def of_holder(holders: sockdiag.Holders) -> dict[int, list[int]]:
             return {
                 inode: sorted(fd for p, fd in holders.of(inode) if p == pid)
-                for inode in holders.by_inode
+                for inode in holders.inodes()
                 if any(p == pid for p, _ in holders.of(inode))
             }
 
@@ -827,6 +828,47 @@ def test_cli_bad_filters_exit_codes(shared_daemon: Daemon) -> None:
     assert json.loads(unknown.stderr)["error"]["field"] == "netns"
     state = sockctl(shared_daemon, "sock", "list", "--state", "bogus")
     assert state.returncode == 2  # click names the option and the choices
+
+
+def test_cli_ss_default_flags_and_no_header(shared_daemon: Daemon) -> None:
+    """ss's -a -n -p are accepted as the defaults they are; -H drops only the header line."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", 0))
+        port = str(udp.getsockname()[1])
+        query = ["sock", "list", "-u", "--src", "127.0.0.1", "--sport", port]
+        plain = sockctl(shared_daemon, *query)
+        assert plain.returncode == 0, plain.stderr
+        header, row = plain.stdout.splitlines()
+        assert header.split()[:2] == ["Netid", "State"]
+        assert f"127.0.0.1:{port}" in row
+        ss_like = sockctl(shared_daemon, *query, "-a", "-n", "-p", "-H")
+        assert ss_like.returncode == 0, ss_like.stderr
+        assert ss_like.stdout.splitlines() == [row]
+    empty = sockctl(shared_daemon, *query, "-H")  # the socket is closed: no rows, no header
+    assert empty.returncode == 0, empty.stderr
+    assert empty.stdout == ""
+
+
+def test_cli_port_and_user_names(shared_daemon: Daemon) -> None:
+    """--sport/--dport take /etc/services names and --uid a user name, resolved in the client."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", 0))
+        port = udp.getsockname()[1]
+        base = ["sock", "list", "-u", "-H", "--src", "127.0.0.1", "--sport", str(port)]
+        mine = sockctl(shared_daemon, *base, "--uid", pwd.getpwuid(os.getuid()).pw_name)
+        assert mine.returncode == 0, mine.stderr
+        assert len(mine.stdout.splitlines()) == 1
+        other = sockctl(shared_daemon, *base, "--uid", "nobody")  # not the owner
+        assert other.returncode == 0, other.stderr
+        assert other.stdout == ""
+    by_name = sockctl(shared_daemon, "sock", "list", "-u", "-H", "--dport", "domain")
+    assert by_name.returncode == 0, by_name.stderr
+    bad_user = sockctl(shared_daemon, "sock", "list", "--uid", "no-such-user-here")
+    assert bad_user.returncode == 2
+    assert "'no-such-user-here' is neither a uid nor a user name" in bad_user.stderr
+    bad_port = sockctl(shared_daemon, "sock", "list", "--dport", "no-such-service")
+    assert bad_port.returncode == 2
+    assert "'no-such-service' is neither a port number nor a service name" in bad_port.stderr
 
 
 # Streaming ---------------------------------------------------------------------------------------------

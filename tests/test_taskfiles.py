@@ -74,7 +74,7 @@ def _truth(pids: set[int]) -> dict[int, set[tuple[int, int]]]:
 
 def _of(holders: sockdiag.Holders, pids: set[int]) -> dict[int, set[tuple[int, int]]]:
     found: dict[int, set[tuple[int, int]]] = {}
-    for inode in holders.by_inode:
+    for inode in holders.inodes():
         mine = {(pid, fd) for pid, fd in holders.of(inode) if pid in pids}
         if mine:
             found[inode] = mine
@@ -144,7 +144,7 @@ def test_iterator_finds_what_proc_finds(holder: dict[str, int]) -> None:
         assert len(truth) >= 600
         assert _of(via_bpf, pids) == truth
         assert holder["apart"] not in truth
-        assert holder["apart"] not in via_bpf.by_inode
+        assert holder["apart"] not in via_bpf.inodes()
         assert _of(sockdiag.socket_holders(files=files), pids) == truth  # the daemon's call
         assert _of(sockdiag.socket_holders(helpers=0), pids) == truth  # the /proc way agrees
         pid, child = holder["pid"], holder["child"]
