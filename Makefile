@@ -16,10 +16,11 @@ PREFIX ?= /opt/sockd
 VENV ?= $(PREFIX)/venv
 TEST_ROOT ?= /var/cache/sockd-test
 TEST_VENV ?= $(TEST_ROOT)/py3.11
-APT_PACKAGES := python3 python3-venv python3-dev gcc pkg-config libsystemd-dev iproute2 util-linux procps
+APT_PACKAGES := python3 python3-venv python3-dev gcc pkg-config libsystemd-dev iproute2 util-linux procps nftables
 # The system test boots systemd in a container (tests/test_systemd.py). Installing systemd-container
-# upgrades the host's systemd packages to the matching point release.
-TEST_APT_PACKAGES := systemd-container
+# upgrades the host's systemd packages to the matching point release. iperf3, passt (pasta) and
+# slirp4netns are what bench/nat.py compares `ns link --nat` with.
+TEST_APT_PACKAGES := systemd-container iperf3 passt slirp4netns
 PYTEST_ARGS ?=
 
 # Where `make install` puts things: the locations systemd reads for locally installed software;
@@ -183,7 +184,7 @@ bench-report: test-venv
 test: lint pytest-all-pythons
 
 bench: test-venv
-	@for b in transport cli churn rss exec; do echo "== bench/$$b.py"; $(TEST_VENV)/bin/python bench/$$b.py || exit 1; done
+	@for b in transport cli churn rss exec nat; do echo "== bench/$$b.py"; $(TEST_VENV)/bin/python bench/$$b.py || exit 1; done
 
 clean:
 	rm -rf build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -19,6 +19,7 @@ from sockctl._exec import DEVNULL, FORWARDED_SIGNALS, PIPE, NsProcess
 from sockctl.errors import (
     AlreadyExists,
     Busy,
+    CommandNotFound,
     DaemonTimeout,
     DaemonUnavailable,
     InternalError,
@@ -69,6 +70,7 @@ __all__ = [
     "AlreadyExists",
     "Busy",
     "Client",
+    "CommandNotFound",
     "DaemonTimeout",
     "DaemonUnavailable",
     "ExecExit",

@@ -11,7 +11,7 @@ import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from sockctl import _wire
 from sockctl._reply import decode, error_from, pending_error, read_message
@@ -26,6 +26,7 @@ from sockctl.protocol import (
     PROTOCOL_VERSION,
     SOCKET_ENV,
     LinkInfo,
+    NetnsEntry,
     NsAttachRequest,
     NsCreateRequest,
     NsDeleteReply,
@@ -38,15 +39,20 @@ from sockctl.protocol import (
     NsListRequest,
     NsPidsRequest,
     NsPidsResult,
+    NsPublishRequest,
+    NsScanRequest,
     NsSetNsidRequest,
     NsShowRequest,
     NsUnlinkReply,
     NsUnlinkRequest,
+    NsUnpublishRequest,
     Operation,
     PingReply,
     PingRequest,
+    PublishedPort,
     SockBatch,
     SockCount,
+    SockExpr,
     SockFamily,
     SockInfo,
     SockKind,
@@ -66,6 +72,8 @@ from sockctl.protocol import (
 )
 
 if TYPE_CHECKING:
+    import subprocess
+
     from sockctl._exec import NsProcess, Stdio
 
 _START_HINT = "is sockd running? `systemctl start sockd.socket`, or run `sockd` as root"
@@ -135,15 +143,22 @@ class Client:
         return result
 
     def ns_create(
-        self, name: str, *, loopback_up: bool = True, hostname: str | None = None
+        self,
+        name: str,
+        *,
+        loopback_up: bool = True,
+        hostname: str | None = None,
+        admin: bool = False,
     ) -> NsInfo:
         """Create the named network namespace ``name``, owned by the caller.
 
         It is visible to ``ip netns`` at once. ``loopback_up=False`` leaves ``lo`` down. With
         ``hostname``, it also gets its own UTS namespace with that hostname (the host's is untouched).
+        ``admin=True``: a user namespace of the caller's owns it, so that ``exec(..., admin=True)``
+        may configure it (routes, links, nftables) with capabilities over it alone.
         """
         result: NsInfo = self._call(
-            NsCreateRequest(name=name, loopback_up=loopback_up, hostname=hostname)
+            NsCreateRequest(name=name, loopback_up=loopback_up, hostname=hostname, admin=admin)
         )
         return result
 
@@ -155,6 +170,12 @@ class Client:
         """
         result: NsDeleteReply = self._call(NsDeleteRequest(name=name, force=force))
         return result
+
+    def ns_scan(self) -> list[NetnsEntry]:
+        """Every network namespace of the host, named or not, like ``lsns -t net`` (see
+        :class:`~sockctl.protocol.NsScanRequest` for who sees which)."""
+        items, _ = self._listing(NsScanRequest())
+        return items
 
     def ns_list(self) -> list[NsInfo]:
         """Every named network namespace, with owner, id, nsid and process count."""
@@ -181,6 +202,8 @@ class Client:
         address: str | None = None,
         peer_address: str | None = None,
         no_address: bool = False,
+        nat: bool = False,
+        dns: Sequence[str] = (),
     ) -> LinkInfo:
         """Connect ``name`` to the host (``peer=None``) or to the namespace ``peer`` with a veth pair.
 
@@ -192,6 +215,10 @@ class Client:
 
         Both ends are up. Without ``address``/``peer_address``/``no_address`` the addresses come
         from the daemon's pool; otherwise each end gets the one given for it (a host end: root only).
+
+        ``nat=True`` (host links, ``policy.nat_groups``) gives the namespace a way out: a default
+        route via the host end, forwarding on that end, source NAT through the host's uplinks, and
+        a resolv.conf that works inside (``dns`` servers, else the host's upstream ones).
         """
         result: LinkInfo = self._call(
             NsLinkRequest(
@@ -200,7 +227,36 @@ class Client:
                 address=address,
                 peer_address=peer_address,
                 no_address=no_address,
+                nat=nat,
+                dns=list(dns),
             )
+        )
+        return result
+
+    def ns_publish(
+        self,
+        name: str,
+        host_port: int,
+        port: int | None = None,
+        *,
+        transport: Literal["tcp", "udp"] = "tcp",
+    ) -> PublishedPort:
+        """Forward host port ``host_port`` (every host address) to ``port`` in ``name``.
+
+        ``name`` needs a ``--nat`` link; the host port must be free (no listener holds it, nobody
+        published it); below 1024 it needs a ``policy.privileged_ports`` grant.
+        """
+        result: PublishedPort = self._call(
+            NsPublishRequest(name=name, transport=transport, host_port=host_port, port=port)
+        )
+        return result
+
+    def ns_unpublish(
+        self, name: str, host_port: int, *, transport: Literal["tcp", "udp"] = "tcp"
+    ) -> PublishedPort:
+        """Withdraw a published host port of ``name``."""
+        result: PublishedPort = self._call(
+            NsUnpublishRequest(name=name, transport=transport, host_port=host_port)
         )
         return result
 
@@ -249,6 +305,7 @@ class Client:
         netns: str | None = None,
         all_netns: bool = False,
         processes: bool = True,
+        expr: SockExpr | None = None,
     ) -> tuple[list[SockInfo], SockListResult]:
         """Sockets of the host's namespace (default), of ``netns``, or of all (``all_netns``).
 
@@ -260,6 +317,10 @@ class Client:
                 sockets, result = client.sock_list(kinds=["tcp"], states=["listening"])
                 for s in sockets:
                     print(s.local, s.local_port, [p.name for p in s.processes or []])
+
+        ``expr`` is a filter expression like ss's (``protocol.SockOr``, ``SockPortMatch``, ...;
+        ``sockctl._ssfilter.parse`` builds one from ss's syntax); with one, UNIX sockets are not
+        listed.
 
         Other users' processes are shown only to root and monitor-group members
         (``result.process_scope`` says which). Bad filters raise
@@ -280,6 +341,7 @@ class Client:
             netns=netns,
             all_netns=all_netns,
             processes=processes,
+            expr=expr,
         )
         return rows, result
 
@@ -298,6 +360,7 @@ class Client:
         netns: str | None = None,
         all_netns: bool = False,
         processes: bool = True,
+        expr: SockExpr | None = None,
     ) -> tuple[list[SockBatch], SockListResult]:
         """:meth:`sock_list`'s sockets as the daemon sends them: columns, a few hundred per batch.
 
@@ -319,6 +382,7 @@ class Client:
             netns=netns,
             all_netns=all_netns,
             processes=processes,
+            expr=expr,
         )
 
     def _sock_listing(
@@ -343,10 +407,12 @@ class Client:
         families: Sequence[SockFamily] = (),
         netns: str | None = None,
         all_netns: bool = False,
+        expr: SockExpr | None = None,
     ) -> tuple[list[SockCount], SockSummaryResult]:
-        """Socket counts per namespace, kind, family and state, like ``ss -s``."""
+        """Socket counts per namespace, kind, family and state, like ``ss -s``; with ``expr``
+        (as in :meth:`sock_list`), of the IP sockets it matches."""
         request = SockSummaryRequest(
-            kinds=list(kinds), families=list(families), netns=netns, all_netns=all_netns
+            kinds=list(kinds), families=list(families), netns=netns, all_netns=all_netns, expr=expr
         )
         items, result = self._listing(request)
         return items, result
@@ -363,13 +429,18 @@ class Client:
         stdin: "Stdio" = None,
         stdout: "Stdio" = None,
         stderr: "Stdio" = None,
+        tty: bool = False,
+        text: bool = False,
+        encoding: str | None = None,
+        errors: str | None = None,
+        admin: bool = False,
     ) -> "NsProcess":
         """Start ``argv`` inside namespace ``name`` as yourself; returns a Popen-like handle.
 
         ::
 
-            with client.popen("test", ["ip", "-br", "addr"], stdout=sockctl.PIPE) as proc:
-                out, _ = proc.communicate()
+            with client.popen("test", ["ip", "-br", "addr"], stdout=sockctl.PIPE, text=True) as p:
+                out, _ = p.communicate()
 
         The command runs with your uid, gid and groups and no capabilities, in the namespace's
         environment as ``ip netns exec`` builds it (/etc/netns/NAME over /etc, its own /sys).
@@ -377,14 +448,45 @@ class Client:
         left out: the wire is JSON), ``cwd`` to its working directory (which must be one you may
         enter), the umask to this process's. ``stdin``/``stdout``/``stderr``:
         None inherits this process's, :data:`PIPE` makes a pipe, :data:`DEVNULL` /dev/null, or a
-        file object or descriptor. The handle uses a connection of its own; closing it (or this
-        process dying) kills the command. Raises :class:`~sockctl.errors.PermissionDenied` for a
-        namespace you may not enter or a directory you cannot enter, and
-        :class:`~sockctl.errors.NotFound` for a missing namespace or command.
+        file object or descriptor. ``text`` (or ``encoding``/``errors``) makes the pipes text
+        streams, as in :mod:`subprocess`. ``tty=True`` gives the command a new terminal instead
+        (a pty, its controlling terminal, so job control works inside): read and write it through
+        ``proc.pty``, resize it with ``proc.resize()``; the three streams must then be left None.
+        ``admin=True`` (the owner of a namespace made with ``admin=True``): the command keeps
+        CAP_NET_ADMIN and CAP_NET_RAW over that namespace only, as ``unshare -rn`` would give.
+
+        The handle uses a connection of its own; closing it (or this process dying) kills the
+        command. Raises :class:`~sockctl.errors.PermissionDenied` for a namespace you may not
+        enter or a directory you cannot enter, :class:`~sockctl.errors.NotFound` for a missing
+        namespace, and :class:`~sockctl.errors.CommandNotFound` (a :class:`FileNotFoundError`)
+        for a missing command.
         """
-        proc = self._exec_handle(argv)
+        from sockctl._exec import text_encoding
+
+        if tty and (stdin, stdout, stderr) != (None, None, None):
+            raise ValueError(
+                "tty=True gives the command a terminal: leave stdin/stdout/stderr None"
+            )
+        wants_text = text or encoding is not None or errors is not None
+        proc = self._exec_handle(argv, admin)
         try:
-            proc.launch(name, env=env, cwd=cwd, stdio=(stdin, stdout, stderr))
+            if tty:
+                from sockctl._terminal import open_pty
+
+                master, slave = open_pty(None)
+                proc.pty = open(master, "r+b", buffering=0)  # noqa: SIM115 -- the handle owns it
+                try:
+                    proc.launch(name, env=env, cwd=cwd, stdio=(slave, slave, slave), tty=True)
+                finally:
+                    os.close(slave)  # the command has its own; ours would keep the pty from EOF
+            else:
+                proc.launch(
+                    name,
+                    env=env,
+                    cwd=cwd,
+                    stdio=(stdin, stdout, stderr),
+                    text=text_encoding(encoding, errors) if wants_text else None,
+                )
         except BaseException:
             proc.close()
             raise
@@ -401,26 +503,134 @@ class Client:
         stdout: "Stdio" = None,
         stderr: "Stdio" = None,
         forward_signals: Iterable[int] = (),
+        tty: bool = False,
+        admin: bool = False,
     ) -> int:
         """Run ``argv`` inside namespace ``name`` as yourself and wait; returns its returncode.
 
         ::
 
             status = client.exec("test", ["ping", "-c1", "10.0.0.2"])
+            status = client.exec("test", ["bash"], tty=True)  # an interactive shell inside
 
         Like :attr:`subprocess.Popen.returncode`: the exit code, or ``-N`` after a death by signal N.
         ``forward_signals`` (e.g. :data:`FORWARDED_SIGNALS`) are passed on to the command while it
-        runs (only from the main thread). Other arguments as for :meth:`popen`.
+        runs (only from the main thread). ``tty=True`` runs it on a new terminal (a pty) relayed
+        to ``stdin``/``stdout`` (default: this process's), like ``ssh -t``: when ``stdin`` is a
+        terminal it is put in raw mode (restored afterwards, even if this process is killed) and
+        its window size follows; SIGTERM or SIGHUP hang the command's terminal up. Other arguments
+        as for :meth:`popen`.
         """
+        if tty:
+            return self._exec_on_terminal(name, argv, env, cwd, stdin, stdout, admin)
         # Forwarding starts before the request goes out: a Ctrl-C at any moment reaches the command.
-        with self._exec_handle(argv) as proc, proc.forwarding(forward_signals):
+        with self._exec_handle(argv, admin) as proc, proc.forwarding(forward_signals):
             proc.launch(name, env=env, cwd=cwd, stdio=(stdin, stdout, stderr))
             return proc.wait()
 
-    def _exec_handle(self, argv: Iterable[str]) -> "NsProcess":
+    def run(
+        self,
+        name: str,
+        argv: Iterable[str],
+        *,
+        input: bytes | str | None = None,  # noqa: A002 -- subprocess.run's name
+        capture_output: bool = False,
+        timeout: float | None = None,
+        check: bool = False,
+        text: bool = False,
+        encoding: str | None = None,
+        errors: str | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        stdin: "Stdio" = None,
+        stdout: "Stdio" = None,
+        stderr: "Stdio" = None,
+        admin: bool = False,
+    ) -> "subprocess.CompletedProcess[Any]":
+        """Run ``argv`` inside namespace ``name`` as yourself, as :func:`subprocess.run` does.
+
+        ::
+
+            done = client.run("test", ["ip", "-j", "addr"], capture_output=True, text=True, check=True)
+            print(done.stdout)
+
+        Returns a :class:`subprocess.CompletedProcess`; ``check=True`` raises
+        :class:`subprocess.CalledProcessError` for a non-zero returncode, ``timeout`` kills the
+        command and raises :class:`subprocess.TimeoutExpired`. Other arguments as for
+        :meth:`popen`.
+        """
+        import subprocess
+
+        from sockctl._exec import PIPE
+
+        if capture_output:
+            if stdout is not None or stderr is not None:
+                raise ValueError("stdout and stderr may not be used with capture_output")
+            stdout = stderr = PIPE
+        if input is not None:
+            if stdin is not None:
+                raise ValueError("stdin and input may not both be used")
+            stdin = PIPE
+        args = list(argv)
+        with self.popen(
+            name,
+            args,
+            env=env,
+            cwd=cwd,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            text=text,
+            encoding=encoding,
+            errors=errors,
+            admin=admin,
+        ) as proc:
+            try:
+                out, err = proc.communicate(input, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                raise
+            except BaseException:
+                proc.kill()
+                raise
+            returncode = proc.wait()
+        if check and returncode:
+            raise subprocess.CalledProcessError(returncode, args, output=out, stderr=err)
+        return subprocess.CompletedProcess(args, returncode, out, err)
+
+    def _exec_on_terminal(
+        self,
+        name: str,
+        argv: Iterable[str],
+        env: Mapping[str, str] | None,
+        cwd: str | os.PathLike[str] | None,
+        stdin: "Stdio",
+        stdout: "Stdio",
+        admin: bool,
+    ) -> int:
+        from sockctl._terminal import open_pty, relay
+
+        user_in = _descriptor(stdin, 0)
+        user_out = _descriptor(stdout, 1)
+        with self._exec_handle(argv, admin) as proc:
+            master, slave = open_pty(user_in)
+            try:
+                try:
+                    proc.launch(name, env=env, cwd=cwd, stdio=(slave, slave, slave), tty=True)
+                finally:
+                    os.close(slave)
+            except BaseException:
+                os.close(master)
+                raise
+            return relay(proc, master, user_in, user_out)
+
+    def _exec_handle(self, argv: Iterable[str], admin: bool = False) -> "NsProcess":
         from sockctl._exec import NsProcess  # only commands that run things pay for subprocess
 
-        return NsProcess(_connect_socket(self.socket_path, self.timeout), list(argv), self.timeout)
+        proc = NsProcess(_connect_socket(self.socket_path, self.timeout), list(argv), self.timeout)
+        proc.admin = admin
+        return proc
 
     def open_socket(
         self,
@@ -592,6 +802,17 @@ class Client:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+def _descriptor(spec: "Stdio", default: int) -> int:
+    """The descriptor a ``tty=True`` exec relays with: None means this process's own."""
+    if spec is None:
+        return default
+    if isinstance(spec, int):
+        if spec < 0:
+            raise ValueError("tty=True relays with real descriptors, not PIPE or DEVNULL")
+        return spec
+    return spec.fileno()
 
 
 def _connect_socket(path: str, timeout: float | None) -> socket.socket:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from sockctl._ssnames import port_option, uid_option
 from sockctl.protocol import VERSION, InterfaceInfo, LinkEnd, to_wire
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
 
     from sockctl._client import Client
+    from sockctl._ssfilter import Filter
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -206,15 +208,24 @@ NS_NAME = click.argument("name", shell_complete=_complete_ns)
     metavar="H",
     help="Also give it its own UTS namespace with hostname H (the host's stays as it is).",
 )
+@click.option(
+    "--admin",
+    is_flag=True,
+    help="Make you its admin: `ns exec --admin` may then change its routes, links, firewall.",
+)
 @json_option
 @pass_state
-def ns_create(state: State, name: str, no_loopback: bool, hostname: str | None) -> None:
+def ns_create(
+    state: State, name: str, no_loopback: bool, hostname: str | None, admin: bool
+) -> None:
     """Create the network namespace NAME, owned by you.
 
     It shows up in `ip netns list` at once; `lo` is up unless --no-loopback. With --hostname it
     also gets its own UTS namespace, which `ns exec` enters along with the network namespace.
+    With --admin a user namespace of yours owns it (mapping only your uid and gid), so that
+    `sockctl ns exec --admin NAME -- ip route ...` works inside it and nowhere else.
     """
-    info = state.client.ns_create(name, loopback_up=not no_loopback, hostname=hostname)
+    info = state.client.ns_create(name, loopback_up=not no_loopback, hostname=hostname, admin=admin)
     _emit(state, info, lambda: f"created {info.name} (id {info.id}, owner {_user(info.owner_uid)})")
 
 
@@ -251,10 +262,35 @@ def ns_delete(state: State, name: str, force: bool, yes: bool) -> None:
 
 
 @ns.command("list")
+@click.option(
+    "-a", "--all", "every", is_flag=True, help="Every namespace on the host, named or not."
+)
 @json_option
 @pass_state
-def ns_list(state: State) -> None:
-    """List named network namespaces with owner, id, nsid and process count."""
+def ns_list(state: State, every: bool) -> None:
+    """List named network namespaces with owner, id, nsid and process count.
+
+    With --all, every network namespace of the host, named or not (containers', `unshare -n`'s),
+    like `lsns -t net`: id, nsid, processes, the first pid and its command, the name if any.
+    Root and monitors see all; others the named ones and those their own processes are in.
+    """
+    if every:
+        entries = state.client.ns_scan()
+        headers = ("NS", "NSID", "PROCS", "PID", "USER", "NAME", "COMMAND")
+        table = [
+            (
+                str(e.id),
+                "-" if e.nsid is None else str(e.nsid),
+                str(e.processes),
+                "-" if e.pid is None else str(e.pid),
+                "-" if e.uid is None else _user(e.uid),
+                e.name or ("(host)" if e.host else "-"),
+                e.command or "-",
+            )
+            for e in entries
+        ]
+        _emit(state, entries, lambda: _table(headers, table))
+        return
     infos = state.client.ns_list()
     headers = ("NAME", "ID", "NSID", "OWNER", "PROCS", "LINKS", "CREATED")
     rows = [
@@ -322,6 +358,17 @@ def ns_pids(state: State, name: str) -> None:
     help="Address of the other end (a host end: root only; users get pool addresses there).",
 )
 @click.option("--no-addr", is_flag=True, help="Give neither end an address.")
+@click.option(
+    "--nat",
+    is_flag=True,
+    help="A way out: default route via the host, source NAT through the host's uplinks.",
+)
+@click.option(
+    "--dns",
+    multiple=True,
+    metavar="ADDR",
+    help="Name server for NAME's resolv.conf with --nat (repeatable; default: the host's).",
+)
 @json_option
 @pass_state
 def ns_link(
@@ -331,12 +378,18 @@ def ns_link(
     addr: str | None,
     peer_addr: str | None,
     no_addr: bool,
+    nat: bool,
+    dns: tuple[str, ...],
 ) -> None:
     """Connect NAME to the host or to another namespace with a veth pair; both ends come up.
 
     NAME's end is called eth0 (eth1, ... when taken); a host end is called sd<uid>-<n>, after you.
     Without --addr/--peer-addr/--no-addr both ends get addresses from sockd's pool: the peer the
     first of a small block, NAME's end the second. The word `host` always means the host.
+
+    With --nat, NAME reaches what the host reaches (through sockd's own nftables table, IPv4),
+    `sockctl ns exec` gives it a resolv.conf that works inside, and `ns publish` can forward host
+    ports into it.
     """
     link = state.client.ns_link(
         name,
@@ -344,8 +397,69 @@ def ns_link(
         address=addr,
         peer_address=peer_addr,
         no_address=no_addr,
+        nat=nat,
+        dns=dns,
     )
-    _emit(state, link, lambda: f"linked {_end(link.end)} <-> {_end(link.peer)}")
+    _emit(
+        state,
+        link,
+        lambda: f"linked {_end(link.end)} <-> {_end(link.peer)}" + (" (nat)" if link.nat else ""),
+    )
+
+
+def _port_pair(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int | None]:
+    """HOSTPORT[:PORT], as docker's -p and podman's take it."""
+    host, _, inner = value.partition(":")
+    try:
+        ports = (int(host), int(inner) if inner else None)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: want HOSTPORT or HOSTPORT:PORT (numbers)") from None
+    if not all(p is None or 1 <= p <= 65535 for p in ports):
+        raise click.BadParameter(f"{value!r}: ports are 1-65535")
+    return ports
+
+
+@ns.command("publish")
+@NS_NAME
+@click.argument("ports", metavar="HOSTPORT[:PORT]", callback=_port_pair)
+@click.option("--udp", "transport", flag_value="udp", help="UDP (default TCP).")
+@click.option("--tcp", "transport", flag_value="tcp", default=True, help="TCP (the default).")
+@json_option
+@pass_state
+def ns_publish(state: State, name: str, ports: tuple[int, int | None], transport: str) -> None:
+    """Forward host port HOSTPORT (all host addresses) to PORT (default the same) inside NAME.
+
+    NAME needs a link made with --nat. Clients anywhere the host is reachable connect to the
+    host's address; the server inside sees their real address. Ports below 1024 need a
+    policy.privileged_ports grant. Not for 127.0.0.1: connect to a host address instead.
+    """
+    host_port, port = ports
+    published = state.client.ns_publish(
+        name, host_port, port, transport="udp" if transport == "udp" else "tcp"
+    )
+    _emit(
+        state,
+        published,
+        lambda: (
+            f"published host port {published.host_port}/{published.transport} -> "
+            f"{name} {published.address}:{published.port}"
+        ),
+    )
+
+
+@ns.command("unpublish")
+@NS_NAME
+@click.argument("host_port", metavar="HOSTPORT", type=click.IntRange(1, 65535))
+@click.option("--udp", "transport", flag_value="udp", help="UDP (default TCP).")
+@click.option("--tcp", "transport", flag_value="tcp", default=True, help="TCP (the default).")
+@json_option
+@pass_state
+def ns_unpublish(state: State, name: str, host_port: int, transport: str) -> None:
+    """Stop forwarding host port HOSTPORT into NAME."""
+    gone = state.client.ns_unpublish(
+        name, host_port, transport="udp" if transport == "udp" else "tcp"
+    )
+    _emit(state, gone, lambda: f"unpublished host port {gone.host_port}/{gone.transport}")
 
 
 @ns.command("unlink")
@@ -384,6 +498,13 @@ def ns_show(state: State, name: str) -> None:
         ]
         headers = ("IFNAME", "STATE", "ADDRESSES", "PEER", "PEER STATE", "PEER ADDRESSES")
         table = [_interface_row(info.name, i) for i in detail.interfaces]
+        way_out = [i.link for i in detail.interfaces if i.link is not None and i.link.nat]
+        if way_out:
+            rows.append(("nat", f"via {_end_name(way_out[0].peer)}"))
+            rows.extend(
+                ("published", f"host :{p.host_port}/{p.transport} -> {p.address}:{p.port}")
+                for p in way_out[0].published
+            )
         return _pairs(rows) + "\n\n" + _table(headers, table)
 
     _emit(state, detail, text)
@@ -473,6 +594,17 @@ def _command(words: tuple[str, ...]) -> list[str]:
     help="Set a variable for the command (repeatable).",
 )
 @click.option("--clear-env", is_flag=True, help="Start from an empty environment instead of yours.")
+@click.option(
+    "--tty/--no-tty",
+    "-t/-T",
+    default=None,
+    help="Run COMMAND on a new terminal, or not (default: when stdin and stdout are terminals).",
+)
+@click.option(
+    "--admin",
+    is_flag=True,
+    help="Keep CAP_NET_ADMIN and CAP_NET_RAW over NAME (yours, made with `ns create --admin`).",
+)
 @NS_NAME
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @pass_state
@@ -481,6 +613,8 @@ def ns_exec(
     cwd: str | None,
     env_pairs: tuple[str, ...],
     clear_env: bool,
+    tty: bool | None,
+    admin: bool,
     name: str,
     command: tuple[str, ...],
 ) -> None:
@@ -490,9 +624,15 @@ def ns_exec(
 
     COMMAND runs with your uid, gid and groups and no capabilities, with NAME's /etc/netns files
     over /etc, your environment, working directory and stdin/stdout/stderr; argv only, no shell.
-    sockctl exits with its status (128+N if it died of signal N). Ctrl-C, SIGTERM, SIGHUP, SIGQUIT
-    and SIGUSR1/2 are passed on to it; if sockctl is killed, so is COMMAND. Only the namespace's
-    owner (or root, or a member of policy.exec_groups) may do this.
+    sockctl exits with its status (128+N if it died of signal N). Only the namespace's owner (or
+    root, or a member of policy.exec_groups) may do this.
+
+    On a terminal (-t; the default when stdin and stdout are terminals) COMMAND gets a pty of its
+    own as its controlling terminal, like `ssh -t`: shells have job control (Ctrl-Z, fg, bg), the
+    window size follows yours, and your terminal is back as it was when sockctl ends, however it
+    ends; SIGTERM or SIGHUP to sockctl hang that terminal up. Without one (-T, pipes, scripts),
+    COMMAND uses your stdin/stdout/stderr, and Ctrl-C, SIGTERM, SIGHUP, SIGQUIT and SIGUSR1/2
+    are passed on to it. If sockctl is killed, so is COMMAND.
     """
     import os
 
@@ -507,7 +647,11 @@ def ns_exec(
     argv = _command(command)
     if not argv:
         raise click.UsageError("name the command to run after --")
-    returncode = state.client.exec(name, argv, env=env, cwd=cwd, forward_signals=FORWARDED_SIGNALS)
+    if tty is None:
+        tty = sys.stdin.isatty() and sys.stdout.isatty()
+    returncode = state.client.exec(
+        name, argv, env=env, cwd=cwd, forward_signals=FORWARDED_SIGNALS, tty=tty, admin=admin
+    )
     sys.exit(returncode if returncode >= 0 else 128 - returncode)
 
 
@@ -549,7 +693,7 @@ def _kind_options(fn: F) -> F:
             click.option(
                 "--all-netns",
                 is_flag=True,
-                help="The host's namespace and every named one, rows tagged with their name.",
+                help="The host's namespace and every other one (named, and unnamed ones as pid:PID).",
             ),
         ]
     ):
@@ -569,8 +713,16 @@ def _kind_options(fn: F) -> F:
     metavar="STATE",
     help="ss's state names and groups (established, listening, connected, ...); repeatable.",
 )
-@click.option("--sport", "--local-port", "local_port", type=int, help="Local port.")
-@click.option("--dport", "--remote-port", "remote_port", type=int, help="Remote port.")
+@click.option(
+    "--sport",
+    "--local-port",
+    "local_port",
+    callback=port_option,
+    help="Local port or service name.",
+)
+@click.option(
+    "--dport", "--remote-port", "remote_port", callback=port_option, help="Remote port or service."
+)
 @click.option(
     "--src",
     "--local-address",
@@ -581,9 +733,16 @@ def _kind_options(fn: F) -> F:
 @click.option(
     "--dst", "--remote-address", "remote_address", metavar="ADDR", help="Remote IP or network."
 )
-@click.option("--uid", type=int, help="Sockets owned by this uid.")
+@click.option("--uid", callback=uid_option, help="Sockets owned by this uid or user name.")
 @click.option("--pid", type=int, help="Sockets held by this process.")
 @click.option("--no-processes", is_flag=True, help="Skip process attribution (faster).")
+@click.option("-H", "--no-header", is_flag=True, help="No header line (like ss -H).")
+@click.option("-a", "--all", "_all", is_flag=True, help="All states (ss -a; the default).")
+@click.option("-n", "--numeric", "_numeric", is_flag=True, help="Numeric (ss -n; the default).")
+@click.option(
+    "-p", "--processes", "_processes", is_flag=True, help="Processes (ss -p; the default)."
+)
+@click.argument("filter_words", nargs=-1, metavar="[FILTER]...")
 @json_option
 @pass_state
 def sock_list(
@@ -594,24 +753,52 @@ def sock_list(
     all_netns: bool,
     listening: bool,
     states: tuple[str, ...],
-    local_port: int | None,
-    remote_port: int | None,
+    local_port: int | tuple[int, int] | None,
+    remote_port: int | tuple[int, int] | None,
     local_address: str | None,
     remote_address: str | None,
     uid: int | None,
     pid: int | None,
     no_processes: bool,
+    no_header: bool,
+    _all: bool,
+    _numeric: bool,
+    _processes: bool,
+    filter_words: tuple[str, ...],
 ) -> None:
     """List sockets like `ss -tuwxanp`: every kind and state unless filtered.
+
+    FILTER is ss's: `state STATE`/`exclude STATE` words, then an expression of `sport`, `dport`
+    (`= != < <= > >=`), `src`, `dst` (an address or network, `[::1]`, `:PORT`), `and`, `or`, `not`
+    and parentheses, e.g. `state established '( dport = :ssh or sport = :http )'`. --sport and
+    --dport also take a range (8000-8100).
+
+    ss's -a, -n and -p are accepted and are the defaults here (all states, numeric, processes).
 
     Addresses of all sockets are shown to everyone; processes of other users only to root and
     members of the monitor group (see `sockctl whoami`). Rows of named namespaces are tagged
     with --all-netns.
     """
+    wanted_states: list[str] = [*states, *(["listening"] if listening else [])]
+    expr = None
+    if filter_words or isinstance(local_port, tuple) or isinstance(remote_port, tuple):
+        # Only here: the parser and its imports stay out of the start-up of plain listings.
+        from sockctl import _ssfilter
+
+        parsed = _parse_filter(filter_words, wanted_states)
+        wanted_states = wanted_states if parsed.states is None else parsed.states
+        ranges = [
+            _ssfilter.port_range(name, *port)
+            for name, port in (("sport", local_port), ("dport", remote_port))
+            if isinstance(port, tuple)
+        ]
+        expr = _ssfilter.combine(parsed.expr, *ranges)
+        local_port = None if isinstance(local_port, tuple) else local_port
+        remote_port = None if isinstance(remote_port, tuple) else remote_port
     batches, result = state.client.sock_batches(
         kinds=kinds,  # type: ignore[arg-type]
         families=families,  # type: ignore[arg-type]
-        states=[*states, *(["listening"] if listening else [])],  # type: ignore[list-item]
+        states=wanted_states,  # type: ignore[arg-type]
         local_port=local_port,
         remote_port=remote_port,
         local_address=local_address,
@@ -621,6 +808,7 @@ def sock_list(
         netns=netns,
         all_netns=all_netns,
         processes=not no_processes,
+        expr=expr,
     )
     if state.json:
         from sockctl.protocol import sock_batch_rows
@@ -630,7 +818,11 @@ def sock_list(
         return
     from sockctl._socktable import sock_table
 
-    click.echo(sock_table(batches, show_netns=all_netns, show_processes=not no_processes))
+    table = sock_table(batches, show_netns=all_netns, show_processes=not no_processes)
+    if no_header:
+        table = table.partition("\n")[2]
+    if table or not no_header:  # -H on an empty listing prints nothing, like ss
+        click.echo(table)
     # Notes go to stderr: the table on stdout stays one header line plus one line per socket.
     if result.proc_fallback:
         click.echo(
@@ -642,6 +834,16 @@ def sock_list(
         click.echo("sockctl: processes of other users hidden (see `sockctl whoami`)", err=True)
 
 
+def _parse_filter(words: tuple[str, ...], states: list[str] | None) -> "Filter":
+    """ss filter words, or a usage error naming the bad word (the parser is imported only here)."""
+    from sockctl import _ssfilter
+
+    try:
+        return _ssfilter.parse(words, states)
+    except _ssfilter.FilterSyntaxError as exc:
+        raise click.UsageError(f"bad filter: {exc}") from None
+
+
 @sock.command("summary")
 @_kind_options
 @click.option(
@@ -649,6 +851,7 @@ def sock_list(
     is_flag=True,
     help="Print the Prometheus text format (gauge sockd_sockets{netns,kind,family,state}).",
 )
+@click.argument("filter_words", nargs=-1, metavar="[FILTER]...")
 @json_option
 @pass_state
 def sock_summary(
@@ -658,16 +861,29 @@ def sock_summary(
     netns: str | None,
     all_netns: bool,
     prometheus: bool,
+    filter_words: tuple[str, ...],
 ) -> None:
     """Count sockets per namespace, kind, family and state, like `ss -s`.
 
+    FILTER is an ss filter expression as for `sock list` (no state words: every state is
+    counted); it counts only the IP sockets it matches.
+
     --prometheus prints the counts for a node_exporter textfile collector or a scrape wrapper.
     """
+    expr = None
+    if filter_words:
+        parsed = _parse_filter(filter_words, None)
+        if parsed.states is not None:
+            raise click.UsageError(
+                "bad filter: sock summary counts every state; drop the state words"
+            )
+        expr = parsed.expr
     counts, result = state.client.sock_summary(
         kinds=kinds,  # type: ignore[arg-type]
         families=families,  # type: ignore[arg-type]
         netns=netns,
         all_netns=all_netns,
+        expr=expr,
     )
     from sockctl._socktable import prometheus_text, summary_text
 

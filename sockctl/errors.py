@@ -14,6 +14,7 @@ The hierarchy::
         ├── UnsupportedVersion       unsupported_version: another protocol major version (10)
         ├── PermissionDenied         permission_denied: policy says no (4)
         ├── NotFound                 not_found (5)
+        │   └── CommandNotFound      not_found for ``argv``: also a FileNotFoundError (5)
         ├── AlreadyExists            already_exists (6)
         ├── QuotaExceeded            quota_exceeded (7)
         ├── Busy                     busy: in use, e.g. processes inside a namespace (8)
@@ -24,6 +25,7 @@ The numbers are the ``sockctl`` exit codes (``exit_code``). The daemon raises th
 its server turns them into error replies and the client turns those back into these classes.
 """
 
+import errno
 from typing import Any, ClassVar
 
 from sockctl.protocol import ErrorCode, ErrorInfo
@@ -109,6 +111,24 @@ class NotFound(RequestError):
     exit_code = 5
 
 
+class CommandNotFound(NotFound, FileNotFoundError):
+    """``ns.exec``'s command does not exist: a :class:`FileNotFoundError` too, as from subprocess.
+
+    ``filename`` is the command as given; ``errno`` is ENOENT.
+    """
+
+    def __init__(
+        self, message: str, *, field: str | None = None, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message, field=field, details=details)
+        self.errno = errno.ENOENT
+        self.strerror = message
+        self.filename = (details or {}).get("command")
+
+    def __str__(self) -> str:
+        return RequestError.__str__(self)
+
+
 class AlreadyExists(RequestError):
     code = ErrorCode.ALREADY_EXISTS
     exit_code = 6
@@ -156,4 +176,6 @@ ERROR_CLASSES: dict[ErrorCode, type[RequestError]] = {
 
 def from_info(info: ErrorInfo) -> RequestError:
     """The exception for an error reply."""
+    if info.code is ErrorCode.NOT_FOUND and info.field == "argv":
+        return CommandNotFound(info.message, field=info.field, details=info.details)
     return ERROR_CLASSES[info.code](info.message, field=info.field, details=info.details)

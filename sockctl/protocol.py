@@ -132,6 +132,10 @@ Hostname = Annotated[str, Constraint(min_length=1, max_length=64, pattern=HOSTNA
 IfName = Annotated[str, Constraint(min_length=1, max_length=15, pattern=IFNAME_PATTERN)]
 Cidr = Annotated[str, Constraint(min_length=4, max_length=49, pattern=CIDR_PATTERN)]
 Nsid = Annotated[int, Constraint(ge=0, le=NSID_MAX)]
+MAX_DNS = 3
+"""resolv.conf's own limit on name servers (MAXNS)."""
+IpAddress = Annotated[str, Constraint(min_length=2, max_length=45, pattern=r"^[0-9A-Fa-f.:]+$")]
+"""An IPv4 or IPv6 address, without prefix (parsed by the daemon)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -172,6 +176,9 @@ class NsCreateRequest(RequestBase):
     loopback_up: bool = True
     hostname: Hostname | None = None
     """Give the namespace its own UTS namespace with this hostname (kept alongside it)."""
+    admin: bool = False
+    """Own the network namespace by a new user namespace of the caller's (mapping only the caller's
+    uid and gid), so that ``ns exec --admin`` gives the owner CAP_NET_ADMIN/NET_RAW over it only."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -188,6 +195,15 @@ class NsListRequest(RequestBase):
     """Every named namespace in the netns directory, made by sockd or by anything else."""
 
     op: Literal["ns.list"] = "ns.list"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NsScanRequest(RequestBase):
+    """Every network namespace on the host that a process is in or a name holds, named or not
+    (containers', ``unshare -n``'s), like ``lsns -t net``. Root and monitors see all; others the
+    named ones and those their own processes are in."""
+
+    op: Literal["ns.scan"] = "ns.scan"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -224,6 +240,36 @@ class NsLinkRequest(RequestBase):
     address: Cidr | None = None
     peer_address: Cidr | None = None
     no_address: bool = False
+    nat: bool = False
+    """A way out: a default route inside via the host end, forwarding on, source NAT through the
+    host's uplinks (host links only). Needs ``policy.nat_groups``."""
+    dns: Annotated[list[IpAddress], Constraint(max_length=MAX_DNS)] = dataclasses.field(
+        default_factory=list
+    )
+    """Name servers for the namespace's resolv.conf (with ``nat``); empty: the host's upstream
+    servers (behind a local stub such as systemd-resolved's, its upstream ones)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NsPublishRequest(RequestBase):
+    """Publish host port ``host_port`` into the namespace (DNAT to its NAT link's address, ``port``
+    there; the same port when None). Host ports below 1024 need a ``policy.privileged_ports`` grant."""
+
+    op: Literal["ns.publish"] = "ns.publish"
+    name: NsName
+    transport: Literal["tcp", "udp"] = "tcp"
+    host_port: Annotated[int, Constraint(ge=1, le=65535)]
+    port: Annotated[int, Constraint(ge=1, le=65535)] | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NsUnpublishRequest(RequestBase):
+    """Withdraw a published host port of the namespace."""
+
+    op: Literal["ns.unpublish"] = "ns.unpublish"
+    name: NsName
+    transport: Literal["tcp", "udp"] = "tcp"
+    host_port: Annotated[int, Constraint(ge=1, le=65535)]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -320,6 +366,143 @@ SockAddress = Annotated[str, Constraint(min_length=1, max_length=256)]
 ``/run/*.sock``, ``@abstract*`` (shell wildcards)."""
 
 
+# Filter expressions (ss's ``sport = :ssh or dst 10.0.0.0/8``), a tree of tagged nodes.
+
+MAX_SOCK_EXPR_NODES = 128
+"""Most nodes (leaves, and, or, not) a sock.list filter expression may have."""
+
+MAX_SOCK_EXPR_DEPTH = 16
+"""Deepest nesting of and/or/not a filter expression may have (the expression itself is level 1)."""
+
+SockPortCmp = Literal["eq", "ne", "lt", "le", "gt", "ge"]
+SockNetwork = Annotated[str, Constraint(min_length=1, max_length=64)]
+"""An IPv4 or IPv6 address or network (``10.0.0.0/8``, ``::1``, ``::1/128``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tagged:
+    """A union of dataclasses discriminated by the literal field ``field`` (pydantic's tagged union).
+
+    pydantic then picks the member by the tag instead of trying each one, and names the bad tag or
+    the bad field of the chosen member in its error.
+    """
+
+    field: str
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Callable[[Any], Any]) -> Any:
+        schema = handler(source)
+        choices: dict[str, Any] = {}
+        members = typing.get_args(source)
+        for member, choice in zip(members, schema["choices"], strict=True):
+            for tag in typing.get_args(typing.get_type_hints(member)[self.field]):
+                choices[tag] = choice
+        return {"type": "tagged-union", "choices": choices, "discriminator": self.field}
+
+
+@dataclass(frozen=True, slots=True)
+class TreeBounds:
+    """Bounds on a nested JSON value (a filter expression), checked before pydantic descends into it.
+
+    ``nodes`` counts objects, ``depth`` their nesting. Checked first so that a hostile tree costs one
+    iterative walk, not a recursive validation, and is refused as ``expr_too_large``.
+    """
+
+    nodes: int
+    depth: int
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Callable[[Any], Any]) -> Any:
+        return {
+            "type": "function-before",
+            "function": {"type": "no-info", "function": self.check},
+            "schema": handler(source),
+        }
+
+    def check(self, value: Any) -> Any:
+        nodes = 0
+        stack: list[tuple[Any, int]] = [(value, 0)]
+        while stack:
+            item, depth = stack.pop()
+            if isinstance(item, dict):
+                nodes += 1
+                depth += 1
+                if nodes > self.nodes or depth > self.depth:
+                    from pydantic_core import PydanticCustomError  # noqa: PLC0415 -- daemon only
+
+                    raise PydanticCustomError(
+                        "expr_too_large",
+                        "filter expression too large: at most {nodes} nodes, {depth} levels deep",
+                        {"nodes": self.nodes, "depth": self.depth},
+                    )
+                stack.extend((child, depth) for child in item.values())
+            elif isinstance(item, list):
+                stack.extend((child, depth) for child in item)
+        return value
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SockPortMatch:
+    """``sport``/``dport`` compared with a port: ``{"op": "sport", "cmp": "ge", "port": 1024}``."""
+
+    __pydantic_config__ = {"extra": "forbid", "strict": True}  # noqa: RUF012 -- read by pydantic
+    op: Literal["sport", "dport"]
+    cmp: SockPortCmp
+    port: Port
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SockHostMatch:
+    """``src``/``dst``: the local/remote address is in ``address`` (null: any) and, unless ``port``
+    is null, the port equals ``port``, as ss's ``dst 10.0.0.0/8:80``.
+
+    An IPv4 network also matches IPv4-mapped IPv6 addresses (``::ffff:10.0.0.1``), as in the kernel's
+    inet_diag filter that ss uses; an IPv6 network matches only IPv6 sockets.
+    """
+
+    __pydantic_config__ = {"extra": "forbid", "strict": True}  # noqa: RUF012 -- read by pydantic
+    op: Literal["src", "dst"]
+    address: SockNetwork | None
+    port: Port | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SockAnd:
+    """Every one of ``args`` matches."""
+
+    __pydantic_config__ = {"extra": "forbid", "strict": True}  # noqa: RUF012 -- read by pydantic
+    op: Literal["and"] = "and"
+    args: Annotated[list["SockExpr"], Constraint(min_length=1, max_length=MAX_SOCK_EXPR_NODES)]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SockOr:
+    """At least one of ``args`` matches."""
+
+    __pydantic_config__ = {"extra": "forbid", "strict": True}  # noqa: RUF012 -- read by pydantic
+    op: Literal["or"] = "or"
+    args: Annotated[list["SockExpr"], Constraint(min_length=1, max_length=MAX_SOCK_EXPR_NODES)]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SockNot:
+    """``arg`` does not match."""
+
+    __pydantic_config__ = {"extra": "forbid", "strict": True}  # noqa: RUF012 -- read by pydantic
+    op: Literal["not"] = "not"
+    arg: "SockExpr"
+
+
+SockExpr = Annotated[
+    Union[SockAnd, SockOr, SockNot, SockPortMatch, SockHostMatch],  # noqa: UP007 -- see Request
+    Tagged("op"),
+]
+"""A sock.list filter expression: a tree of and/or/not over port and address comparisons, tagged by
+``op``; ``sockctl sock list`` parses ss's syntax into one (:mod:`sockctl._ssfilter`)."""
+
+BoundedSockExpr = Annotated[
+    SockExpr, TreeBounds(nodes=MAX_SOCK_EXPR_NODES, depth=MAX_SOCK_EXPR_DEPTH)
+]
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class SockListRequest(RequestBase):
     """Sockets of the host's namespace, of a named one, or of all of them (``all_netns``), like ss.
@@ -343,8 +526,13 @@ class SockListRequest(RequestBase):
     netns: NsName | None = None
     """A named namespace; None: the host's (the daemon's own)."""
     all_netns: bool = False
-    """The host's namespace and every named one; rows carry ``netns``."""
+    """The host's namespace, every named one and every unnamed one the caller may see (all for root
+    and monitors, else those its own processes are in); rows carry ``netns``: the name, or
+    ``pid:PID`` of a process inside an unnamed one (``sockctl ns list --all`` lists them)."""
     processes: bool = True
+    expr: BoundedSockExpr | None = None
+    """An ss-like filter expression over ports and addresses, on top of the flat filters; it
+    matches only TCP/UDP/RAW rows (UNIX sockets are not listed when it is given)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -356,6 +544,8 @@ class SockSummaryRequest(RequestBase):
     families: list[SockFamily] = dataclasses.field(default_factory=list)
     netns: NsName | None = None
     all_netns: bool = False
+    expr: BoundedSockExpr | None = None
+    """Count only the sockets this filter expression matches (as in sock.list: IP sockets only)."""
 
 
 # Acting inside a namespace as the caller: ns.exec, exec.signal, sock.open ---------------------------
@@ -383,6 +573,11 @@ class NsExecRequest(RequestBase):
     is looked up in ``env["PATH"]``; nothing is run through a shell. ``stdin``/``stdout``/``stderr`` are
     indexes of descriptors sent with the request; ``null`` means /dev/null.
 
+    ``tty``: ``stdin`` is a terminal of the caller's (the slave of a pty the client opened, owned by
+    the caller) that becomes the command's controlling terminal, the command leading a session of its
+    own on it, so that job control works inside (a shell's Ctrl-Z, ``fg``, ``bg``) and the terminal's
+    hang-up and window-size changes reach it.
+
     A session: the daemon answers with an :class:`ExecStarted` event once the command runs, then with
     :class:`ExecExit` when it has ended. Meanwhile the client may send :class:`ExecSignalRequest`; if the
     connection closes, the command's process group is killed.
@@ -399,6 +594,10 @@ class NsExecRequest(RequestBase):
     stdin: FdIndex | None = None
     stdout: FdIndex | None = None
     stderr: FdIndex | None = None
+    tty: bool = False
+    admin: bool = False
+    """As the namespace's admin (its owner, in a namespace made ``admin``): keep CAP_NET_ADMIN and
+    CAP_NET_RAW, which count in the namespace's own user namespace only."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -450,6 +649,7 @@ Request = Union[  # noqa: UP007 -- pydantic reads the discriminator from a typin
     NsCreateRequest,
     NsDeleteRequest,
     NsListRequest,
+    NsScanRequest,
     NsIdentifyRequest,
     NsPidsRequest,
     # issue 6
@@ -458,6 +658,9 @@ Request = Union[  # noqa: UP007 -- pydantic reads the discriminator from a typin
     NsShowRequest,
     NsAttachRequest,
     NsSetNsidRequest,
+    # issue 14
+    NsPublishRequest,
+    NsUnpublishRequest,
     SockListRequest,
     SockSummaryRequest,
     # issue 5
@@ -522,6 +725,30 @@ class NsInfo:
     """Named from an existing process's namespace (``ns attach``)."""
     links: int = 0
     """Links sockd made that have an end in it."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NetnsEntry:
+    """One network namespace of the host, as ``ns.scan`` found it."""
+
+    id: int
+    """Its inode (``readlink /proc/PID/ns/net``)."""
+    nsid: int | None
+    """Its nsid as the host sees it, if it has one."""
+    processes: int
+    """Processes inside (all of them, whoever asks)."""
+    pid: int | None
+    """The lowest pid inside the caller may see (its own, unless root or a monitor)."""
+    uid: int | None
+    """That process's uid."""
+    command: str | None
+    """That process's command line (bounded)."""
+    name: str | None
+    """Its name in the netns directory, if it has one."""
+    host: bool = False
+    """The host's own namespace (sockd's)."""
+    owner_uid: int = 0
+    """Who created the user namespace that owns it (0: the host's)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -715,6 +942,22 @@ class LinkInfo:
     pool_block: str | None
     """The pool block its addresses came from; None when they were given (or there are none)."""
     created: float
+    nat: bool = False
+    """Whether the namespace reaches the host's uplinks through this link (``ns link --nat``)."""
+    published: list["PublishedPort"] = dataclasses.field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PublishedPort:
+    """A host port DNATed into a namespace (``ns publish``)."""
+
+    name: str
+    transport: str
+    host_port: int
+    address: str
+    """The namespace's address it goes to."""
+    port: int
+    owner_uid: int
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -823,6 +1066,7 @@ OPERATIONS: dict[str, Operation] = {
     "ns.create": Operation(NsCreateRequest, NsInfo, mutating=True),
     "ns.delete": Operation(NsDeleteRequest, NsDeleteReply, mutating=True),
     "ns.list": Operation(NsListRequest, None, item=NsInfo),
+    "ns.scan": Operation(NsScanRequest, None, item=NetnsEntry),
     "ns.identify": Operation(NsIdentifyRequest, NsIdentifyReply),
     "ns.pids": Operation(NsPidsRequest, NsPidsResult, item=int),
     # issue 6
@@ -831,6 +1075,9 @@ OPERATIONS: dict[str, Operation] = {
     "ns.show": Operation(NsShowRequest, NsDetail),
     "ns.attach": Operation(NsAttachRequest, NsInfo, mutating=True),
     "ns.set_nsid": Operation(NsSetNsidRequest, NsInfo, mutating=True),
+    # issue 14: a way out
+    "ns.publish": Operation(NsPublishRequest, PublishedPort, mutating=True),
+    "ns.unpublish": Operation(NsUnpublishRequest, PublishedPort, mutating=True),
     # Socket inspection
     "sock.list": Operation(SockListRequest, SockListResult, item=SockBatch),
     "sock.summary": Operation(SockSummaryRequest, SockSummaryResult, item=SockCount),

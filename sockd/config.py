@@ -12,6 +12,8 @@ Example, with the defaults (``systemd/sockd.toml`` is the installed copy)::
                                          # (addresses, as ss shows anyone) or only their "own"
     exec_groups = []                     # may `ns exec`/`sock open` into ANY namespace (owners and
                                          # root always may into theirs / all)
+    nat_groups = ["sockd"]               # may `ns link --nat` and `ns publish` ([]: root only)
+    publish_quota = 16                   # published ports one non-root user may hold
 
     # Privileged ports (1-1023) in the HOST namespace, authbind's model: none for non-root users
     # unless a rule grants it (the default: no rules). Inside namespaces they may enter, users may
@@ -34,10 +36,22 @@ Example, with the defaults (``systemd/sockd.toml`` is the installed copy)::
     pool = "10.213.0.0/16"               # IPv4 pool `ns link` takes default addresses from
     block_prefix = 30                    # one block per link: /30 (.1 peer, .2 namespace) or /31
 
+    [nat]
+    table = "sockd"                      # sockd's own nftables table (ip family); no other is touched
+    uplinks = []                         # interfaces NATed and published traffic may use; empty:
+                                         # those of the host's IPv4 default routes, at each change
+
     [sockets]
     process_scan = "auto"                # how sock.list finds sockets' processes: "auto" (the
                                          # kernel's BPF task_file iterator where it loads, else
                                          # /proc/*/fd) or "proc" (always /proc/*/fd, as ss -p)
+
+    [exec]
+    spawn = "auto"                       # how `ns exec` starts commands: "unit" (a transient
+                                         # service of systemd in the caller's user slice, outside
+                                         # sockd's sandbox), "direct" (sockd forks them), or
+                                         # "auto" (unit when systemd is PID 1 and answers)
+    unit_prefix = "sockd-exec"           # names of those units: PREFIX-UID-RANDOM.service
 
     [log]
     level = "info"                       # debug, info, warning, error
@@ -50,6 +64,7 @@ hands out an address the host uses. Pick a range that is not routed anywhere on 
 import grp
 import ipaddress
 import pwd
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -112,6 +127,9 @@ class PolicyConfig(_Section):
     # issue 5: who may act inside namespaces they do not own, and privileged host ports.
     exec_groups: list[str | int] = []
     privileged_ports: list[PrivilegedPortRule] = []
+    # issue 14: who may give their namespaces a way out, and publish host ports into them.
+    nat_groups: list[str | int] = ["sockd"]
+    publish_quota: int = Field(default=16, ge=0, le=100000)
 
 
 class LimitsConfig(_Section):
@@ -135,8 +153,27 @@ class LinksConfig(_Section):
         return self
 
 
+class NatConfig(_Section):
+    table: str = Field(default="sockd", pattern=r"^[a-z][a-z0-9_]{0,31}$")
+    """The name of sockd's own nftables table (family ip); sockd touches no other."""
+    uplinks: list[str] = Field(default=[], max_length=64)
+    """Interfaces NATed traffic may leave by; empty: those of the host's IPv4 default routes."""
+
+    @model_validator(mode="after")
+    def _names(self) -> "NatConfig":
+        for name in self.uplinks:
+            if not re.fullmatch(r"[^/\s\x00]{1,15}", name) or name in (".", ".."):
+                raise ValueError(f"uplinks: {name!r} is not an interface name")
+        return self
+
+
 class SocketsConfig(_Section):
     process_scan: Literal["auto", "proc"] = "auto"
+
+
+class ExecConfig(_Section):
+    spawn: Literal["auto", "unit", "direct"] = "auto"
+    unit_prefix: str = Field(default="sockd-exec", pattern=r"^[a-z][a-z0-9-]{0,40}$")
 
 
 class LogConfig(_Section):
@@ -147,7 +184,9 @@ class Config(_Section):
     policy: PolicyConfig = PolicyConfig()
     limits: LimitsConfig = LimitsConfig()
     links: LinksConfig = LinksConfig()
+    nat: NatConfig = NatConfig()
     sockets: SocketsConfig = SocketsConfig()
+    exec: ExecConfig = ExecConfig()
     log: LogConfig = LogConfig()
 
 

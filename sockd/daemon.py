@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import os
 import socket
 import threading
 import time
@@ -32,16 +33,18 @@ from sockctl.protocol import (
 )
 from sockctl.schema import request_adapter
 from sockd import linux
-from sockd.config import Config
+from sockd.config import Config, ExecConfig
 from sockd.dispatch import TABLE, Call, Fds, Listing, Session, WithFds
 from sockd.execution import Executor
 from sockd.handover import SocketOpener
 from sockd.links import Links
 from sockd.log import Logger
+from sockd.nat import Firewall
 from sockd.netns import DEFAULT_NETNS_DIR, Faults, Namespaces
 from sockd.policy import Peer, Policy
 from sockd.registry import LinkRegistry, Registry
 from sockd.taskfiles import TaskFiles
+from sockd.units import Units
 
 _CHUNK = MAX_MESSAGE - 1024  # room for the envelope around a listing's items
 
@@ -128,6 +131,8 @@ class Daemon:
             netns_dir,
             uts_dir=str(Path(state_dir) / "uts"),
         )
+        self.firewall = Firewall(state_dir, config.nat.uplinks, log, table=config.nat.table)
+        etc_dir = str(Path(state_dir) / "etc")
         self.links = Links(
             LinkRegistry(str(Path(state_dir) / "links"), on_corrupt=log.error),
             self.namespaces,
@@ -135,14 +140,40 @@ class Daemon:
             lambda: self.config.links,
             log,
             faults,
+            firewall=self.firewall,
+            etc_dir=etc_dir,
         )
-        self.executor = Executor(self.namespaces, lambda: self.policy, log)
+        units = self._units(config.exec)
+        if units is not None:  # sockd.service may make no user namespace: systemd makes them
+            self.namespaces.start_helper = units.start_helper
+        self.executor = Executor(
+            self.namespaces,
+            lambda: self.policy,
+            log,
+            units=units,
+            sockd_etc=etc_dir,
+        )
         self.sockets = SocketOpener(self.namespaces, lambda: self.policy)
         self.task_files = TaskFiles(
             on_load=self._report_task_files,
             on_error=lambda why: self.log.warning(f"{why}; this listing reads /proc/*/fd"),
         )
         self._warn_unknown_groups()
+
+    def _units(self, settings: ExecConfig) -> Units | None:
+        """Where ``ns exec`` commands start: systemd's transient units, or None (forked here)."""
+        if settings.spawn == "direct":
+            return None
+        units = Units(prefix=settings.unit_prefix)
+        if settings.spawn == "auto" and not (
+            os.path.isdir("/run/systemd/system") and units.available()
+        ):
+            self.log.info(
+                "ns exec: commands are forked by sockd (systemd does not manage this host)"
+            )
+            return None
+        self.log.info(f"ns exec: commands run as transient units {settings.unit_prefix}-*.service")
+        return units
 
     def _report_task_files(self, unavailable: str | None) -> None:
         if unavailable is None:
@@ -160,6 +191,7 @@ class Daemon:
         """Start-up repair: namespaces first (links hang off them), then links."""
         self.namespaces.reconcile()
         self.links.reconcile()
+        self.executor.reconcile()
 
     def reload(self, config: Config) -> None:
         """Apply a new configuration (SIGHUP); requests in flight keep the policy they started with."""
@@ -167,6 +199,12 @@ class Daemon:
         self.policy = Policy.from_config(config)
         self.log.set_level(config.log.level)
         self._warn_unknown_groups()
+        self.firewall.configure(config.nat.uplinks, config.nat.table)
+        with self.namespaces.lock:
+            try:
+                self.links.sync_firewall()
+            except InternalError as exc:
+                self.log.error(f"nat: {exc.message}")
 
     def _warn_unknown_groups(self) -> None:
         for name in self.policy.unknown_groups:
@@ -382,8 +420,22 @@ class Daemon:
             gid=peer.creds.gid,
             result=result,
             detail=detail,
-            SOCKD_NS=getattr(request, "name", None),
+            SOCKD_NS=getattr(request, "name", None) or getattr(request, "ns", None),
+            **_audit_extra(op, request),
         )
+
+
+def _audit_extra(op: str, request: Any) -> dict[str, str]:
+    """What an audit record tells beyond the namespace: where a socket was opened."""
+    if op != "sock.open" or request is None:
+        return {}
+    # As sockctl writes addresses: tcp:127.0.0.1:80, udp:[::1]:53, unix:/path, unix:@name.
+    if request.family == "unix":
+        return {"SOCKD_ADDRESS": f"unix-{request.type}:{request.address or '(unnamed)'}"}
+    kind = {"stream": "tcp", "dgram": "udp"}.get(request.type, request.type)
+    host = request.address or ("::" if request.family == "inet6" else "0.0.0.0")  # noqa: S104 -- a label
+    host = f"[{host}]" if ":" in host else host
+    return {"SOCKD_ADDRESS": f"{kind}:{host}:{request.port}"}
 
 
 class _Channel:

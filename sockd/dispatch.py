@@ -156,8 +156,16 @@ def status(daemon: "Daemon", peer: Peer, request: p.StatusRequest) -> p.StatusRe
 
 def ns_create(daemon: "Daemon", peer: Peer, request: p.NsCreateRequest) -> p.NsInfo:
     return daemon.namespaces.create(
-        peer, request.name, loopback_up=request.loopback_up, hostname=request.hostname
+        peer,
+        request.name,
+        loopback_up=request.loopback_up,
+        hostname=request.hostname,
+        admin=request.admin,
     )
+
+
+def ns_scan(daemon: "Daemon", peer: Peer, request: p.NsScanRequest) -> Listing:
+    return Listing(daemon.namespaces.scan(peer))
 
 
 def ns_delete(daemon: "Daemon", peer: Peer, request: p.NsDeleteRequest) -> p.NsDeleteReply:
@@ -188,7 +196,19 @@ def ns_link(daemon: "Daemon", peer: Peer, request: p.NsLinkRequest) -> p.LinkInf
         address=request.address,
         peer_address=request.peer_address,
         no_address=request.no_address,
+        nat=request.nat,
+        dns=request.dns,
     )
+
+
+def ns_publish(daemon: "Daemon", peer: Peer, request: p.NsPublishRequest) -> p.PublishedPort:
+    return daemon.links.publish(
+        peer, request.name, request.transport, request.host_port, request.port
+    )
+
+
+def ns_unpublish(daemon: "Daemon", peer: Peer, request: p.NsUnpublishRequest) -> p.PublishedPort:
+    return daemon.links.unpublish(peer, request.name, request.transport, request.host_port)
 
 
 def ns_unlink(daemon: "Daemon", peer: Peer, request: p.NsUnlinkRequest) -> p.NsUnlinkReply:
@@ -245,6 +265,7 @@ TABLE: dict[str, Route] = {
     "ns.create": Route(Access.CREATOR, ns_create),
     "ns.delete": Route(Access.CREATOR, ns_delete),
     "ns.list": Route(Access.ANYONE, ns_list),
+    "ns.scan": Route(Access.ANYONE, ns_scan),
     "ns.identify": Route(Access.ANYONE, ns_identify),
     "ns.pids": Route(Access.ANYONE, ns_pids),
     # issue 6
@@ -253,6 +274,8 @@ TABLE: dict[str, Route] = {
     "ns.show": Route(Access.ANYONE, ns_show),
     "ns.attach": Route(Access.CREATOR, ns_attach),
     "ns.set_nsid": Route(Access.CREATOR, ns_set_nsid),
+    "ns.publish": Route(Access.CREATOR, ns_publish),
+    "ns.unpublish": Route(Access.CREATOR, ns_unpublish),
     # Socket inspection: policy on processes and sockets is applied in socklist.
     "sock.list": Route(Access.ANYONE, sock_list),
     "sock.summary": Route(Access.ANYONE, sock_summary),

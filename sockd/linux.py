@@ -14,12 +14,16 @@ import fcntl
 import os
 import platform
 import resource
+import shutil
 import signal
 import socket
 import struct
+import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 _T = TypeVar("_T")
@@ -223,6 +227,7 @@ def new_netns_bound_to(
     before_mount: Callable[[], None],
     uts_path: str | None = None,
     hostname: str | None = None,
+    ping_group_range: str | None = None,
 ) -> None:
     """Make a new network namespace and bind-mount it on the existing placeholder ``path``.
 
@@ -230,11 +235,16 @@ def new_netns_bound_to(
     unshare and the bind mount (a fault-injection point for the tests). With ``uts_path`` the thread
     also gets a new UTS namespace (``clone(CLONE_NEWUTS|CLONE_NEWNET)``'s pair), named ``hostname``
     and bind-mounted on the existing placeholder ``uts_path``; the host's hostname is untouched
-    because only this thread's UTS namespace changes.
+    because only this thread's UTS namespace changes. ``ping_group_range`` is written to the new
+    namespace's own ``net.ipv4.ping_group_range`` (/proc/sys/net follows the opening thread's
+    network namespace), so that unprivileged ``ping`` (ICMP datagram sockets) works inside.
     """
 
     def work() -> None:
         unshare(CLONE_NEWNET | (CLONE_NEWUTS if uts_path is not None else 0))
+        if ping_group_range is not None:
+            with open("/proc/sys/net/ipv4/ping_group_range", "w") as file:
+                file.write(ping_group_range)
         if uts_path is not None and hostname is not None:
             socket.sethostname(hostname)
         before_mount()
@@ -243,6 +253,134 @@ def new_netns_bound_to(
             mount("/proc/thread-self/ns/uts", uts_path, None, MS_BIND)
         if loopback_up:
             set_link_up("lo")
+
+    run_in_thread(work)
+
+
+SETPRIV = shutil.which("setpriv") or "/usr/bin/setpriv"
+UNSHARE = shutil.which("unshare") or "/usr/bin/unshare"
+SLEEP = shutil.which("sleep") or "/usr/bin/sleep"
+
+
+Started = tuple[int, Callable[[], None]]
+"""A started helper process: its pid, and what stops it (kill, reap)."""
+
+
+def spawn_directly(argv: list[str]) -> Started:
+    """Start ``argv`` as a child of sockd with a clean environment and no stdio."""
+    child = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"},
+        close_fds=True,
+    )
+
+    def stop() -> None:
+        child.kill()
+        child.wait()
+
+    return child.pid, stop
+
+
+def new_admin_netns(
+    path: str,
+    uid: int,
+    gid: int,
+    *,
+    before_mount: Callable[[], None],
+    start: Callable[[list[str]], Started] = spawn_directly,
+) -> None:
+    """A network namespace owned by a new user namespace that ``uid`` makes (mapping only ``uid``
+    and ``gid`` to themselves), bind-mounted on the placeholder ``path``.
+
+    The user namespace is made by a process running as ``uid`` (setpriv, then ``unshare
+    --map-current-user --net``), so that ``uid`` owns it; it sleeps while the network namespace is
+    bind-mounted, then is stopped. ``start`` runs it: as sockd's child, or (under systemd, where
+    sockd.service may make no user namespace) as a transient unit.
+    """
+    argv = [
+        SETPRIV,
+        f"--reuid={uid}",
+        f"--regid={gid}",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--",
+        UNSHARE,
+        "--map-current-user",
+        "--net",
+        "--",
+        SLEEP,
+        "60",
+    ]
+    pid, stop = start(argv)
+    try:
+        own = os.stat("/proc/self/ns/net").st_ino
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                comm = Path(f"/proc/{pid}/comm").read_text().strip()
+                status = Path(f"/proc/{pid}/status").read_text()
+                ready = (
+                    comm == "sleep"
+                    and f"\nUid:\t{uid}\t" in status
+                    and os.stat(f"/proc/{pid}/ns/net").st_ino != own
+                )
+            except (FileNotFoundError, ProcessLookupError):
+                ready = False
+            if ready:
+                break
+            if time.monotonic() > deadline or not os.path.exists(f"/proc/{pid}"):
+                raise OSError(errno.EPERM, f"unshare --user --net as uid {uid} did not succeed")
+            time.sleep(0.001)
+        before_mount()
+        mount(f"/proc/{pid}/ns/net", path, None, MS_BIND)
+    finally:
+        stop()
+
+
+def owning_userns(ns_fd: int) -> int:
+    """A descriptor of the user namespace that owns the namespace ``ns_fd`` (NS_GET_USERNS)."""
+    return fcntl.ioctl(ns_fd, _NS_GET_USERNS)
+
+
+def userns_owner(userns_fd: int) -> int:
+    """The uid that created the user namespace ``userns_fd`` (NS_GET_OWNER_UID)."""
+    buf = bytearray(4)
+    fcntl.ioctl(userns_fd, _NS_GET_OWNER_UID, buf)
+    value: int = struct.unpack("=I", buf)[0]
+    return value
+
+
+def is_initial_userns(userns_fd: int) -> bool:
+    """Whether ``userns_fd`` is the daemon's own user namespace (the host's: sockd runs there)."""
+    st = os.fstat(userns_fd)
+    initial = os.stat("/proc/self/ns/user")
+    return (st.st_dev, st.st_ino) == (initial.st_dev, initial.st_ino)
+
+
+def setup_netns(
+    netns_fd: int,
+    *,
+    loopback_up: bool,
+    ping_group_range: str | None,
+    uts_path: str | None = None,
+    hostname: str | None = None,
+) -> None:
+    """What :func:`new_netns_bound_to` does inside a new namespace, for one made elsewhere."""
+
+    def work() -> None:
+        setns(netns_fd, CLONE_NEWNET)
+        if ping_group_range is not None:
+            with open("/proc/sys/net/ipv4/ping_group_range", "w") as file:
+                file.write(ping_group_range)
+        if loopback_up:
+            set_link_up("lo")
+        if uts_path is not None and hostname is not None:
+            unshare(CLONE_NEWUTS)
+            socket.sethostname(hostname)
+            mount("/proc/thread-self/ns/uts", uts_path, None, MS_BIND)
 
     run_in_thread(work)
 
@@ -433,13 +571,11 @@ def netns_owner_uid(netns_fd: int) -> int:
     0 for namespaces of the initial user namespace (the host's, and every one root made); the
     caller's uid for one made by an unprivileged ``unshare -rn``. (ioctl_ns(2))
     """
-    userns = fcntl.ioctl(netns_fd, _NS_GET_USERNS)
+    userns = owning_userns(netns_fd)
     try:
-        raw = fcntl.ioctl(userns, _NS_GET_OWNER_UID, bytes(4))
+        return userns_owner(userns)
     finally:
         os.close(userns)
-    uid: int = struct.unpack("=I", raw)[0]
-    return uid
 
 
 class PinnedProcess:
@@ -523,3 +659,15 @@ def set_interface_sysctl(
     except FileNotFoundError:
         return False
     return True
+
+
+def signal_group(pid: int, pidfd: int, signum: int) -> None:
+    """``signum`` to the process group ``pid`` leads, or to the process alone if it left it.
+
+    The caller makes sure ``pid`` still names its process (it has not been reaped).
+    """
+    try:
+        os.killpg(pid, signum)
+    except ProcessLookupError:
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(pidfd, signum)

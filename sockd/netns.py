@@ -28,7 +28,7 @@ from sockctl.errors import (
     PermissionDenied,
     SockdError,
 )
-from sockctl.protocol import NsDeleteReply, NsIdentifyReply, NsInfo, NsPidsResult
+from sockctl.protocol import NetnsEntry, NsDeleteReply, NsIdentifyReply, NsInfo, NsPidsResult
 from sockd import linux, rtnl
 from sockd.log import Logger
 from sockd.policy import Peer, Policy
@@ -38,6 +38,9 @@ from sockd.rtnl import Rtnl
 DEFAULT_NETNS_DIR = "/run/netns"
 DEFAULT_UTS_DIR = "/run/sockd/uts"
 DEFAULT_PROC = "/proc"
+PING_GROUP_RANGE = "0 2147483647"
+"""Every gid may open ICMP datagram sockets (unprivileged ping) -- in sockd's namespaces only: the
+sysctl is per network namespace, and the host's own stays as it is."""
 
 
 class Faults:
@@ -61,6 +64,10 @@ class Faults:
         "link.created",
         "link.configured",
         "unlink.deleted",
+        # issue 14: a way out (sockd/links.py)
+        "link.nat.resolv",
+        "link.nat.synced",
+        "publish.recorded",
     )
 
     def __init__(self, pause_at: str | None, log: Logger) -> None:
@@ -103,6 +110,8 @@ class Namespaces:
         self.proc = proc
         self.uts_dir = uts_dir
         self._lock = threading.Lock()
+        self.start_helper: Callable[[list[str]], linux.Started] = linux.spawn_directly
+        """How helper processes (``ns create --admin``'s) start: sockd's children, or units."""
         self.before_discard: list[Callable[[str], None]] = []
         """Called with the lock held and the name of a namespace about to be deleted, after the
         checks passed: what hangs off it (links) goes first."""
@@ -128,14 +137,24 @@ class Namespaces:
         return record
 
     def create(
-        self, peer: Peer, name: str, *, loopback_up: bool = True, hostname: str | None = None
+        self,
+        peer: Peer,
+        name: str,
+        *,
+        loopback_up: bool = True,
+        hostname: str | None = None,
+        admin: bool = False,
     ) -> NsInfo:
         path = self._path(name)
         with self._lock:
-            record = self._claim(peer, name, path, hostname=hostname)
+            record = self._claim(peer, name, path, hostname=hostname, admin=admin)
             self.faults.point("ns.create.recorded")
             try:
-                self._make(path, loopback_up, self._new_uts(name) if hostname else None, hostname)
+                uts = self._new_uts(name) if hostname else None
+                if admin:
+                    self._make_admin(peer, name, path, loopback_up, uts, hostname)
+                else:
+                    self._make(path, loopback_up, uts, hostname)
                 self._record(record.ready())
             except FileExistsError as exc:
                 # Someone else (`ip netns add`) made the name between our check and our open.
@@ -179,7 +198,50 @@ class Namespaces:
                 before_mount=lambda: self.faults.point("ns.create.unshared"),
                 uts_path=uts_path,
                 hostname=hostname,
+                ping_group_range=PING_GROUP_RANGE,
             )
+            self.faults.point("ns.create.mounted")
+
+    def _make_admin(
+        self,
+        peer: Peer,
+        name: str,
+        path: str,
+        loopback_up: bool,
+        uts_path: str | None,
+        hostname: str | None,
+    ) -> None:
+        """A network namespace owned by a new user namespace of the caller's (``--admin``).
+
+        The user namespace must be made *by the caller* (its owner is its creator's euid), and
+        map only the caller's uid and gid to themselves (with setgroups denied, as for any
+        unprivileged user namespace): ``setpriv`` drops to the caller, ``unshare --map-current-user
+        --net`` makes both, and sockd bind-mounts the network namespace on its placeholder before
+        the helper exits (the network namespace keeps its owning user namespace alive; ``ns exec
+        --admin`` finds it with NS_GET_USERNS). Root then sets up the inside as for any
+        namespace: loopback up, ping_group_range, hostname.
+        """
+        with self._netns_dir_locked():
+            os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0))
+            self.faults.point("ns.create.placeholder")
+            linux.new_admin_netns(
+                path,
+                peer.uid,
+                peer.creds.gid,
+                before_mount=lambda: self.faults.point("ns.create.unshared"),
+                start=self.start_helper,
+            )
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                linux.setup_netns(
+                    fd,
+                    loopback_up=loopback_up,
+                    ping_group_range=PING_GROUP_RANGE,
+                    uts_path=uts_path,
+                    hostname=hostname,
+                )
+            finally:
+                os.close(fd)
             self.faults.point("ns.create.mounted")
 
     def delete(self, peer: Peer, name: str, *, force: bool = False) -> NsDeleteReply:
@@ -272,6 +334,62 @@ class Namespaces:
             except FileNotFoundError:
                 continue  # deleted (by us or by `ip netns del`) while we were listing
             yield self._info(entry.name, record, identity, counts)
+
+    def scan(self, peer: Peer) -> list[NetnsEntry]:
+        """Every network namespace a process is in or a name holds (see NsScanRequest)."""
+        everything = self.policy().sees_all_processes(peer)
+        inside: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        for pid in linux.pids(self.proc):
+            try:
+                st = os.stat(f"{self.proc}/{pid}/ns/net")
+                uid = os.stat(f"{self.proc}/{pid}").st_uid
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                continue
+            inside.setdefault((st.st_dev, st.st_ino), []).append((pid, uid))
+        names: dict[tuple[int, int], str] = {}
+        for entry in self._entries():
+            if entry.mounted:
+                with contextlib.suppress(FileNotFoundError):
+                    names.setdefault(linux.ns_identity(entry.path), entry.name)
+        host = linux.ns_identity(f"{self.proc}/self/ns/net")
+        found = []
+        with Rtnl.here() as nl:
+            for identity in sorted(set(inside) | set(names), key=lambda i: i[1]):
+                processes = inside.get(identity, [])
+                visible = [p for p in processes if everything or p[1] == peer.uid]
+                if not visible and identity not in names:
+                    continue  # another user's process's namespace
+                path = (
+                    os.path.join(self.netns_dir, names[identity])
+                    if identity in names
+                    else f"{self.proc}/{processes[0][0]}/ns/net"
+                )
+                try:
+                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                except (FileNotFoundError, ProcessLookupError, PermissionError):
+                    continue  # gone meanwhile
+                try:
+                    if linux.ns_identity(f"/proc/self/fd/{fd}") != identity:
+                        continue  # the pid was reused
+                    nsid = nl.get_nsid(fd)
+                    owner = linux.netns_owner_uid(fd)
+                finally:
+                    os.close(fd)
+                first = min(visible) if visible else None
+                found.append(
+                    NetnsEntry(
+                        id=identity[1],
+                        nsid=nsid,
+                        processes=len(processes),
+                        pid=None if first is None else first[0],
+                        uid=None if first is None else first[1],
+                        command=None if first is None else _command_line(self.proc, first[0]),
+                        name=names.get(identity),
+                        host=identity == host,
+                        owner_uid=owner,
+                    )
+                )
+        return found
 
     def identify(self, peer: Peer, pid: int | None) -> NsIdentifyReply:
         target = peer.pid if pid is None else pid
@@ -377,6 +495,28 @@ class Namespaces:
             self.policy().require_enter(peer, record.owner_uid if record else 0, name)
             on_error.pop_all()
         return fd
+
+    def open_admin_userns(self, peer: Peer, netns_fd: int, name: str) -> int:
+        """The user namespace owning ``netns_fd``, if ``peer`` owns it (``ns exec --admin``).
+
+        Asked of the kernel (NS_GET_USERNS, NS_GET_OWNER_UID), not of the registry: a namespace
+        made with ``ns create --admin``, or one the caller made with ``unshare -rn`` and attached,
+        qualifies; one owned by the host's user namespace never does, whoever asks.
+        """
+        userns = linux.owning_userns(netns_fd)
+        try:
+            owner = linux.userns_owner(userns)
+            if owner == peer.uid and not linux.is_initial_userns(userns):
+                return userns
+        except BaseException:
+            os.close(userns)
+            raise
+        os.close(userns)
+        raise PermissionDenied(
+            f"namespace {name} has no admin mode for uid {peer.uid}: it is not owned by a user "
+            f"namespace of yours (make it with `sockctl ns create --admin`)",
+            field="admin",
+        )
 
     # Start-up repair ------------------------------------------------------------------------------
 
@@ -573,15 +713,20 @@ class Namespaces:
 
     def _new_uts(self, name: str) -> str:
         """The empty placeholder the UTS namespace of ``name`` gets mounted on."""
-        os.makedirs(self.uts_dir, mode=0o700, exist_ok=True)
-        path = self.uts_path(name)
-        self._discard_uts(name)  # a leftover of a crash: the name is free (checked under the lock)
+        return self._new_side(self.uts_dir, name)
+
+    def _new_side(self, directory: str, name: str) -> str:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        path = os.path.join(directory, name)
+        self._discard_file(path)  # a leftover of a crash: the name is free (checked under the lock)
         os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0))
         return path
 
     def _discard_uts(self, name: str) -> None:
         """Unmount and remove the UTS namespace file of ``name``, if there is one."""
-        path = self.uts_path(name)
+        self._discard_file(self.uts_path(name))
+
+    def _discard_file(self, path: str) -> None:
         if not os.path.lexists(path):
             return
         try:
@@ -601,11 +746,11 @@ class Namespaces:
         try:
             names = os.listdir(self.uts_dir)
         except FileNotFoundError:
-            return
+            names = []
         for name in names:
             record = self.registry.get(name)
             if record is None or record.hostname is None:
-                self._discard_uts(name)
+                self._discard_file(self.uts_path(name))
                 self.log.warning(f"removed stray UTS namespace file of {name}", SOCKD_NS=name)
 
     # Helpers --------------------------------------------------------------------------------------
@@ -699,3 +844,17 @@ def _is_placeholder(path: str) -> bool:
     except FileNotFoundError:
         return False
     return os.path.isfile(path) and not os.path.islink(path) and st.st_size == 0
+
+
+def _command_line(proc: str, pid: int, limit: int = 256) -> str | None:
+    """The command line of ``pid`` (``ps -o args``: arguments joined by spaces), bounded."""
+    try:
+        with open(f"{proc}/{pid}/cmdline", "rb") as file:
+            raw = file.read(limit * 4)
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    text = raw.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+    if not text:  # a kernel thread
+        with contextlib.suppress(OSError), open(f"{proc}/{pid}/comm") as file:
+            text = "[" + file.read().strip() + "]"
+    return text[:limit]

@@ -88,6 +88,10 @@ class Policy:
     socket_visibility: str = "all"
     exec_gids: frozenset[int] = frozenset()
     port_grants: tuple[PortGrant, ...] = ()
+    nat_gids: frozenset[int] = frozenset()
+    """Who may ``ns link --nat`` and ``ns publish`` (besides root)."""
+    nat_group_names: tuple[str, ...] = ()
+    publish_quota: int = 16
 
     @classmethod
     def from_config(cls, config: Config) -> "Policy":
@@ -95,6 +99,7 @@ class Policy:
         monitor = resolve_groups(config.policy.monitor_groups)
         execute = resolve_groups(config.policy.exec_groups)
         grants = [PortGrant.from_rule(rule) for rule in config.policy.privileged_ports]
+        nat = resolve_groups(config.policy.nat_groups)
         return cls(
             create_gids=create.gids,
             monitor_gids=monitor.gids,
@@ -103,12 +108,16 @@ class Policy:
             unknown_groups=create.unknown
             + monitor.unknown
             + execute.unknown
+            + nat.unknown
             + tuple(name for _, unknown in grants for name in unknown),
             link_quota=config.policy.link_quota,
             address_quota=config.policy.address_quota,
             socket_visibility=config.policy.socket_visibility,
             exec_gids=execute.gids,
             port_grants=tuple(grant for grant, _ in grants),
+            nat_gids=nat.gids,
+            nat_group_names=tuple(str(g) for g in config.policy.nat_groups),
+            publish_quota=config.policy.publish_quota,
         )
 
     def may_create(self, peer: Peer) -> bool:
@@ -132,6 +141,32 @@ class Policy:
                 f"{op} needs membership in group {groups}; uid {peer.uid} is not a member "
                 f"(ask an administrator, then log in again)",
                 details={"uid": peer.uid, "groups": list(self.create_group_names)},
+            )
+
+    def require_nat(self, peer: Peer, what: str) -> None:
+        """``ns link --nat`` and ``ns publish``: root, or a member of policy.nat_groups."""
+        if peer.root or peer.in_groups(self.nat_gids):
+            return
+        names = self.nat_group_names
+        raise PermissionDenied(
+            f"{what} needs membership in group {', '.join(names) or '(none configured: root only)'}"
+            f" (policy.nat_groups); uid {peer.uid} is not a member",
+            details={"uid": peer.uid, "groups": list(names)},
+        )
+
+    def allows_host_port(self, peer: Peer, port: int) -> bool:
+        """Whether ``peer`` may have host port ``port`` on every address (a published port)."""
+        if peer.root or port not in PRIVILEGED_PORTS:
+            return True
+        anywhere = ipaddress.IPv4Address("0.0.0.0")  # noqa: S104 -- a published port takes them all
+        return any(grant.allows(peer, anywhere, port) for grant in self.port_grants)
+
+    def check_publish_quota(self, peer: Peer, owned: int) -> None:
+        if not peer.root and owned >= self.publish_quota:
+            raise QuotaExceeded(
+                f"uid {peer.uid} has {owned} published ports, the quota is {self.publish_quota}; "
+                f"unpublish one first",
+                details={"kind": "published", "owned": owned, "quota": self.publish_quota},
             )
 
     def require_owner(self, peer: Peer, owner_uid: int, what: str) -> None:

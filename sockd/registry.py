@@ -27,6 +27,8 @@ class Record:
     """Set when the namespace has its own UTS namespace (``ns create --hostname``)."""
     attached: bool = False
     """Named from an existing process's namespace (``ns attach``) rather than created."""
+    admin: bool = False
+    """Owned by a user namespace of the owner's (``ns create --admin``), kept alongside it."""
 
     def ready(self) -> "Record":
         return replace(self, state="ready")
@@ -162,6 +164,7 @@ def _parse_namespace(name: str, raw: bytes) -> Record:
             state=data["state"] if data["state"] in ("creating", "ready") else "creating",
             hostname=None if hostname is None else str(hostname),
             attached=bool(data.get("attached", False)),
+            admin=bool(data.get("admin", False)),
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CorruptRecord(f"unreadable ({exc})") from exc
@@ -209,6 +212,16 @@ def quarantine(path: Path) -> Path:
 
 
 @dataclass(frozen=True, slots=True)
+class PortRecord:
+    """A host port published into a link's namespace (``ns publish``)."""
+
+    transport: str
+    host_port: int
+    port: int
+    owner_uid: int
+
+
+@dataclass(frozen=True, slots=True)
 class LinkRecord:
     """One veth pair sockd made: ``ns``:``ifname`` <-> ``peer_ns`` (None: the host):``peer_ifname``."""
 
@@ -225,6 +238,9 @@ class LinkRecord:
     """The block of the address pool this link holds (released with the record), if any."""
     created: float
     state: State = "creating"
+    nat: bool = False
+    """A way out through the host (``ns link --nat``): default route, forwarding, source NAT."""
+    published: tuple[PortRecord, ...] = ()
 
     def ready(self) -> "LinkRecord":
         return replace(self, state="ready")
@@ -277,6 +293,16 @@ def _parse_link(link_id: str, raw: bytes) -> LinkRecord:
             pool_block=_optional_str(data["pool_block"]),
             created=float(data["created"]),
             state=data["state"] if data["state"] in ("creating", "ready") else "creating",
+            nat=bool(data.get("nat", False)),
+            published=tuple(
+                PortRecord(
+                    transport=str(p["transport"]),
+                    host_port=int(p["host_port"]),
+                    port=int(p["port"]),
+                    owner_uid=int(p["owner_uid"]),
+                )
+                for p in data.get("published", [])
+            ),
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CorruptRecord(f"unreadable ({exc})") from exc

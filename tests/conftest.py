@@ -276,6 +276,27 @@ class Daemon:
     def fd_count(self) -> int:
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
 
+    def settled_fd_count(self) -> int:
+        """The fd count once the clients made so far are closed and the count stops moving (the
+        server closes a connection on its own loop, some time after the client has its reply)."""
+        for client in self.clients:
+            client.close()
+        previous = -1
+        while (count := self.fd_count()) != previous:
+            previous = count
+            time.sleep(0.2)
+        return count
+
+    def wait_fd_count(self, at_most: int, timeout: float = 5.0) -> None:
+        """Wait until the daemon holds no more than ``at_most`` fds; still more after ``timeout``
+        is a leak, reported with what the extra descriptors are."""
+        deadline = time.monotonic() + timeout
+        while self.fd_count() > at_most:
+            if time.monotonic() > deadline:
+                fds = sorted(os.readlink(f) for f in Path(f"/proc/{self.proc.pid}/fd").iterdir())
+                raise AssertionError(f"{len(fds)} fds, expected at most {at_most}: {fds}")
+            time.sleep(0.02)
+
     def children(self) -> list[tuple[int, str]]:
         """(pid, state) of the daemon's child processes; a zombie has state "Z"."""
         found = []

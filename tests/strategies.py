@@ -104,6 +104,10 @@ def _optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
+_GROWING: dict[Any, st.SearchStrategy[Any]] = {}
+"""The subtrees of a recursive union while its branches are being built (see _tagged_union)."""
+
+
 def value_strategy(tp: Any) -> st.SearchStrategy[Any]:
     """Values of ``tp`` that satisfy its constraints, as JSON-ready Python objects."""
     inner, optional = _optional(tp)
@@ -111,6 +115,9 @@ def value_strategy(tp: Any) -> st.SearchStrategy[Any]:
         return st.none() | value_strategy(inner)
     base, constraint = _constraint(inner)
     origin = typing.get_origin(base)
+    tagged = _tag_of(inner)
+    if tagged is not None:
+        return _tagged_union(base, tagged)
     if origin is Literal:
         return st.sampled_from(typing.get_args(base))
     if origin is list:
@@ -118,13 +125,7 @@ def value_strategy(tp: Any) -> st.SearchStrategy[Any]:
         low, high = _sizes(constraint, 6)
         return st.lists(value_strategy(item), min_size=low, max_size=high)
     if origin is dict:
-        key, value = typing.get_args(base)
-        if value is Any:
-            return st.dictionaries(st.text(max_size=8), JSON, max_size=3)
-        low, high = _sizes(constraint, 3)
-        return st.dictionaries(
-            value_strategy(key), value_strategy(value), min_size=low, max_size=high
-        )
+        return _mapping(base, constraint)
     if base is Any:
         return JSON
     if base is bool:
@@ -146,6 +147,49 @@ def value_strategy(tp: Any) -> st.SearchStrategy[Any]:
     )
 
 
+def _mapping(tp: Any, constraint: Constraint | None) -> st.SearchStrategy[dict[Any, Any]]:
+    key, value = typing.get_args(tp)
+    if value is Any:
+        return st.dictionaries(st.text(max_size=8), JSON, max_size=3)
+    low, high = _sizes(constraint, 3)
+    return st.dictionaries(value_strategy(key), value_strategy(value), min_size=low, max_size=high)
+
+
+def _tag_of(tp: Any) -> str | None:
+    """The tag field of a tagged union of dataclasses (``protocol.Tagged``), if ``tp`` is one."""
+    if typing.get_origin(tp) is not Annotated:
+        return None
+    tags = [m.field for m in typing.get_args(tp)[1:] if isinstance(m, protocol.Tagged)]
+    return tags[0] if tags else None
+
+
+def _mentions(tp: Any, target: Any) -> bool:
+    return tp == target or any(_mentions(arg, target) for arg in typing.get_args(tp))
+
+
+def _tagged_union(union: Any, tag: str) -> st.SearchStrategy[Any]:
+    """Trees of a (recursive) tagged union, such as a filter expression: a few leaves at most,
+    so that they stay within the contract's node and depth bounds; the tag is always there."""
+    if union in _GROWING:
+        return _GROWING[union]
+    members = typing.get_args(union)
+
+    def refers(member: Any) -> bool:
+        hints = typing.get_type_hints(member, include_extras=True)
+        return any(_mentions(hint, union) for hint in hints.values())
+
+    leaves = st.one_of([_dataclass_dict(m, always=tag) for m in members if not refers(m)])
+
+    def extend(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+        _GROWING[union] = children
+        try:
+            return st.one_of([_dataclass_dict(m, always=tag) for m in members if refers(m)])
+        finally:
+            del _GROWING[union]
+
+    return st.recursive(leaves, extend, max_leaves=6)
+
+
 def _sizes(constraint: Constraint | None, most: int) -> tuple[int, int]:
     """(min, max) sizes of a list or mapping: its bounds, kept small for speed."""
     low = constraint.min_length if constraint and constraint.min_length is not None else 0
@@ -161,13 +205,14 @@ def _text(constraint: Constraint | None) -> st.SearchStrategy[str]:
     return st.from_regex(constraint.pattern, fullmatch=True).filter(lambda s: low <= len(s) <= high)
 
 
-def _dataclass_dict(tp: type[Any]) -> st.SearchStrategy[dict[str, Any]]:
+def _dataclass_dict(tp: type[Any], always: str | None = None) -> st.SearchStrategy[dict[str, Any]]:
+    """Dicts of ``tp``'s fields; those with a default only sometimes, but for ``always``."""
     hints = typing.get_type_hints(tp, include_extras=True)
     required: dict[str, st.SearchStrategy[Any]] = {}
     optional: dict[str, st.SearchStrategy[Any]] = {}
     for f in dataclasses.fields(tp):
-        has_default = f.default is not dataclasses.MISSING or (
-            f.default_factory is not dataclasses.MISSING
+        has_default = f.name != always and (
+            f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
         )
         (optional if has_default else required)[f.name] = value_strategy(hints[f.name])
     return st.fixed_dictionaries(required, optional=optional)

@@ -115,7 +115,7 @@ def test_message_at_the_limit_is_read_and_one_over_is_refused(quick_daemon: Daem
 
 
 def test_descriptors_sent_to_an_operation_that_takes_none(quick_daemon: Daemon) -> None:
-    before = _settled_fd_count(quick_daemon)
+    before = quick_daemon.settled_fd_count()
     r, w = os.pipe()
     try:
         with connect_raw(quick_daemon.socket) as sock:
@@ -133,31 +133,11 @@ def test_descriptors_sent_to_an_operation_that_takes_none(quick_daemon: Daemon) 
     finally:
         os.close(r)
         os.close(w)
-    _wait_fd_count(quick_daemon, before)
-
-
-def _settled_fd_count(daemon: Daemon) -> int:
-    """The daemon's fd count once connections of earlier tests have been closed."""
-    for client in daemon.clients:
-        client.close()
-    previous = -1
-    while (count := daemon.fd_count()) != previous:
-        previous = count
-        time.sleep(0.2)
-    return count
-
-
-def _wait_fd_count(daemon: Daemon, expected: int, timeout: float = 5.0) -> None:
-    """Wait until the daemon holds no more fds than ``expected`` (more would be a leak)."""
-    deadline = time.monotonic() + timeout
-    while daemon.fd_count() > expected:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"daemon holds {daemon.fd_count()} fds, expected {expected}")
-        time.sleep(0.02)
+    quick_daemon.wait_fd_count(before)
 
 
 def test_silent_client_is_dropped_and_does_not_delay_others(quick_daemon: Daemon) -> None:
-    before = _settled_fd_count(quick_daemon)
+    before = quick_daemon.settled_fd_count()
     silent = connect_raw(quick_daemon.socket)
     try:
         started = time.monotonic()
@@ -167,11 +147,11 @@ def test_silent_client_is_dropped_and_does_not_delay_others(quick_daemon: Daemon
         assert silent.recv(100) == b""  # closed by the daemon after idle_timeout (1 s)
     finally:
         silent.close()
-    _wait_fd_count(quick_daemon, before)
+    quick_daemon.wait_fd_count(before)
 
 
 def test_client_that_disconnects_mid_request(quick_daemon: Daemon) -> None:
-    before = _settled_fd_count(quick_daemon)
+    before = quick_daemon.settled_fd_count()
     name = ns_name("midreq")
     for _ in range(20):
         sock = connect_raw(quick_daemon.socket)
@@ -188,17 +168,17 @@ def test_client_that_disconnects_mid_request(quick_daemon: Daemon) -> None:
             assert time.monotonic() < deadline
             time.sleep(0.05)
         client.ns_delete(name)
-    _wait_fd_count(quick_daemon, before)
+    quick_daemon.wait_fd_count(before)
 
 
 def test_no_fd_leak_over_many_bad_requests(quick_daemon: Daemon) -> None:
     _serves(quick_daemon)
-    before = _settled_fd_count(quick_daemon)
+    before = quick_daemon.settled_fd_count()
     for _ in range(10):
         for message, _, _ in BAD:
             with connect_raw(quick_daemon.socket) as sock:
                 raw_call(sock, message)
-    _wait_fd_count(quick_daemon, before)
+    quick_daemon.wait_fd_count(before)
 
 
 @pytest.mark.parametrize(

@@ -96,13 +96,7 @@ class Baseline:
 
 def settle(daemon: Daemon) -> Baseline:
     """The daemon's descriptors and RSS once nothing is going on."""
-    for client in daemon.clients:
-        client.close()
-    previous = -1
-    while (count := daemon.fd_count()) != previous:
-        previous = count
-        time.sleep(0.2)
-    return Baseline(count, daemon.rss_kib())
+    return Baseline(daemon.settled_fd_count(), daemon.rss_kib())
 
 
 def dial(path: str) -> socket.socket:
@@ -133,12 +127,7 @@ def assert_served(daemon: Daemon) -> None:
 
 def assert_recovered(daemon: Daemon, baseline: Baseline, timeout: float = 15.0) -> None:
     """Once the daemon has closed what the abuse left (queued connections included), it is back."""
-    deadline = time.monotonic() + timeout
-    while daemon.fd_count() > baseline.fds:
-        if time.monotonic() > deadline:
-            fds = sorted(os.readlink(f) for f in Path(f"/proc/{daemon.proc.pid}/fd").iterdir())
-            raise AssertionError(f"{daemon.fd_count()} fds, baseline {baseline.fds}: {fds}")
-        time.sleep(0.05)
+    daemon.wait_fd_count(baseline.fds, timeout)
     growth = daemon.rss_kib() - baseline.rss_kib
     assert growth <= RSS_BOUND_KIB, f"RSS grew by {growth} KiB"
     assert "internal error" not in daemon.log()
