@@ -55,6 +55,8 @@ from sockctl.protocol import (
     SockExpr,
     SockFamily,
     SockInfo,
+    SockKillReply,
+    SockKillRequest,
     SockKind,
     SockListRequest,
     SockListResult,
@@ -416,6 +418,49 @@ class Client:
         )
         items, result = self._listing(request)
         return items, result
+
+    def sock_kill(
+        self,
+        *,
+        kinds: Sequence[Literal["tcp", "udp"]] = (),
+        families: Sequence[SockFamily] = (),
+        states: Sequence[SockStateFilter] = (),
+        local_port: int | None = None,
+        remote_port: int | None = None,
+        local_address: str | None = None,
+        remote_address: str | None = None,
+        uid: int | None = None,
+        netns: str | None = None,
+        expr: SockExpr | None = None,
+        dry_run: bool = False,
+    ) -> SockKillReply:
+        """Close the TCP/UDP sockets that match, like ``ss -K`` (SOCK_DESTROY). ::
+
+            client.sock_kill(remote_port=8080, states=["established"])
+
+        Filters as in :meth:`sock_list`; at least one of ports, addresses, ``uid`` or ``expr`` is
+        required. Without ``states``, TIME-WAIT and SYN-RECV entries are left alone. You may close
+        your own sockets; root and members of policy.kill_groups any. All or nothing: a match that
+        is not yours raises :class:`~sockctl.errors.PermissionDenied` and nothing is closed.
+        ``dry_run`` returns what would be closed. A kernel without CONFIG_INET_DIAG_DESTROY raises
+        :class:`~sockctl.errors.NotSupported`.
+        """
+        result: SockKillReply = self._call(
+            SockKillRequest(
+                kinds=list(kinds),
+                families=list(families),
+                states=list(states),
+                local_port=local_port,
+                remote_port=remote_port,
+                local_address=local_address,
+                remote_address=remote_address,
+                uid=uid,
+                netns=netns,
+                expr=expr,
+                dry_run=dry_run,
+            )
+        )
+        return result
 
     # Acting inside namespaces as yourself (issue 5) ----------------------------------------------
 

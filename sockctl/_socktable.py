@@ -4,9 +4,10 @@ Rendering only; the data comes from :meth:`sockctl.Client.sock_list` / ``sock_su
 """
 
 import itertools
+import operator
 from collections.abc import Iterable, Sequence
 
-from sockctl.protocol import SOCK_STATES, SockBatch, SockCount
+from sockctl.protocol import SOCK_STATES, SockBatch, SockCount, SockInfo
 
 STATE_LABELS = {
     "established": "ESTAB",
@@ -143,6 +144,33 @@ def sock_table(batches: Sequence[SockBatch], *, show_netns: bool, show_processes
     if not show_processes:
         return "\n".join(lines)
     return "\n".join(line.rstrip() for line in lines)
+
+
+def rows_table(rows: Sequence[SockInfo]) -> str:
+    """:func:`sock_table` of single rows (sock kill's answer), one batch per namespace and kind;
+    an empty string for no rows."""
+    if not rows:
+        return ""
+    batches: list[SockBatch] = []
+    key = operator.attrgetter("netns", "kind", "family")
+    for (netns, kind, family), group in itertools.groupby(rows, key):
+        items = list(group)
+        batches.append(
+            SockBatch(
+                netns=netns,
+                kind=kind,
+                family=family,
+                **{name: [getattr(r, name) for r in items] for name in _ROW_COLUMNS},
+            )
+        )
+    show_netns = any(row.netns is not None for row in rows)
+    return sock_table(batches, show_netns=show_netns, show_processes=False)
+
+
+_ROW_COLUMNS = (
+    "type", "state", "recv_q", "send_q", "local", "local_port", "remote", "remote_port", "inode",
+    "uid",
+)  # fmt: skip
 
 
 def summary_text(counts: Iterable[SockCount], namespaces: Sequence[str | None]) -> str:

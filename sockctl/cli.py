@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from sockctl._client import Client
     from sockctl._ssfilter import Filter
+    from sockctl.protocol import SockExpr
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -742,6 +743,9 @@ def _kind_options(fn: F) -> F:
 @click.option(
     "-p", "--processes", "_processes", is_flag=True, help="Processes (ss -p; the default)."
 )
+@click.option(
+    "-K", "--kill", is_flag=True, help="Close the TCP/UDP sockets that match (ss -K; = sock kill)."
+)
 @click.argument("filter_words", nargs=-1, metavar="[FILTER]...")
 @json_option
 @pass_state
@@ -764,6 +768,7 @@ def sock_list(
     _all: bool,
     _numeric: bool,
     _processes: bool,
+    kill: bool,
     filter_words: tuple[str, ...],
 ) -> None:
     """List sockets like `ss -tuwxanp`: every kind and state unless filtered.
@@ -780,21 +785,30 @@ def sock_list(
     with --all-netns.
     """
     wanted_states: list[str] = [*states, *(["listening"] if listening else [])]
-    expr = None
-    if filter_words or isinstance(local_port, tuple) or isinstance(remote_port, tuple):
-        # Only here: the parser and its imports stay out of the start-up of plain listings.
-        from sockctl import _ssfilter
-
-        parsed = _parse_filter(filter_words, wanted_states)
-        wanted_states = wanted_states if parsed.states is None else parsed.states
-        ranges = [
-            _ssfilter.port_range(name, *port)
-            for name, port in (("sport", local_port), ("dport", remote_port))
-            if isinstance(port, tuple)
-        ]
-        expr = _ssfilter.combine(parsed.expr, *ranges)
-        local_port = None if isinstance(local_port, tuple) else local_port
-        remote_port = None if isinstance(remote_port, tuple) else remote_port
+    wanted_states, expr, local_port, remote_port = _filter_args(
+        filter_words, wanted_states, local_port, remote_port
+    )
+    if kill:
+        if pid is not None or all_netns or any(k not in ("tcp", "udp") for k in kinds):
+            raise click.UsageError(
+                "-K closes TCP/UDP sockets of one namespace: no -x/-w/--pid/--all-netns"
+            )
+        _kill(
+            state,
+            kinds,
+            families,
+            wanted_states,
+            local_port,
+            remote_port,
+            local_address,
+            remote_address,
+            uid,
+            netns,
+            expr,
+            dry_run=False,
+            no_header=no_header,
+        )
+        return
     batches, result = state.client.sock_batches(
         kinds=kinds,  # type: ignore[arg-type]
         families=families,  # type: ignore[arg-type]
@@ -834,6 +848,77 @@ def sock_list(
         click.echo("sockctl: processes of other users hidden (see `sockctl whoami`)", err=True)
 
 
+def _filter_args(
+    words: tuple[str, ...],
+    states: list[str],
+    local_port: int | tuple[int, int] | None,
+    remote_port: int | tuple[int, int] | None,
+) -> "tuple[list[str], SockExpr | None, int | None, int | None]":
+    """ss filter words and --sport/--dport ranges as (states, expression, single ports)."""
+    if not words and not isinstance(local_port, tuple) and not isinstance(remote_port, tuple):
+        return states, None, local_port, remote_port
+    # Only here: the parser and its imports stay out of the start-up of plain listings.
+    from sockctl import _ssfilter
+
+    parsed = _parse_filter(words, states)
+    states = states if parsed.states is None else parsed.states
+    ranges = [
+        _ssfilter.port_range(name, *port)
+        for name, port in (("sport", local_port), ("dport", remote_port))
+        if isinstance(port, tuple)
+    ]
+    return (
+        states,
+        _ssfilter.combine(parsed.expr, *ranges),
+        None if isinstance(local_port, tuple) else local_port,
+        None if isinstance(remote_port, tuple) else remote_port,
+    )
+
+
+def _kill(
+    state: State,
+    kinds: tuple[str, ...],
+    families: tuple[str, ...],
+    states: list[str],
+    local_port: int | None,
+    remote_port: int | None,
+    local_address: str | None,
+    remote_address: str | None,
+    uid: int | None,
+    netns: str | None,
+    expr: "SockExpr | None",
+    *,
+    dry_run: bool,
+    no_header: bool,
+) -> None:
+    reply = state.client.sock_kill(
+        kinds=kinds,  # type: ignore[arg-type]
+        families=families,  # type: ignore[arg-type]
+        states=states,  # type: ignore[arg-type]
+        local_port=local_port,
+        remote_port=remote_port,
+        local_address=local_address,
+        remote_address=remote_address,
+        uid=uid,
+        netns=netns,
+        expr=expr,
+        dry_run=dry_run,
+    )
+    if state.json:
+        click.echo(json.dumps(to_wire(reply)))
+        return
+    from sockctl._socktable import rows_table
+
+    table = rows_table(reply.killed)
+    if no_header:
+        table = table.partition("\n")[2]
+    if table:
+        click.echo(table)
+    verb = "would close" if dry_run else "closed"
+    gone = f" ({reply.gone} closed by themselves meanwhile)" if reply.gone else ""
+    click.echo(f"sockctl: {verb} {len(reply.killed)} socket(s){gone}", err=True)
+
+
 def _parse_filter(words: tuple[str, ...], states: list[str] | None) -> "Filter":
     """ss filter words, or a usage error naming the bad word (the parser is imported only here)."""
     from sockctl import _ssfilter
@@ -842,6 +927,79 @@ def _parse_filter(words: tuple[str, ...], states: list[str] | None) -> "Filter":
         return _ssfilter.parse(words, states)
     except _ssfilter.FilterSyntaxError as exc:
         raise click.UsageError(f"bad filter: {exc}") from None
+
+
+@sock.command("kill")
+@click.option("-t", "--tcp", "kinds", flag_value="tcp", multiple=True, help="TCP.")
+@click.option("-u", "--udp", "kinds", flag_value="udp", multiple=True, help="UDP.")
+@click.option("-4", "--ipv4", "families", flag_value="inet", multiple=True, help="IPv4 only.")
+@click.option("-6", "--ipv6", "families", flag_value="inet6", multiple=True, help="IPv6 only.")
+@click.option(
+    "-N", "--netns", metavar="NAME", shell_complete=_complete_ns, help="A named namespace."
+)
+@click.option("-l", "--listening", is_flag=True, help="Listening sockets.")
+@click.option(
+    "-s",
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice(_STATE_CHOICES),
+    metavar="STATE",
+    help="ss's state names and groups; repeatable.",
+)
+@click.option("--sport", "local_port", callback=port_option, help="Local port, service or range.")
+@click.option("--dport", "remote_port", callback=port_option, help="Remote port, service or range.")
+@click.option("--src", "local_address", metavar="ADDR", help="Local IP or network.")
+@click.option("--dst", "remote_address", metavar="ADDR", help="Remote IP or network.")
+@click.option("--uid", callback=uid_option, help="Sockets owned by this uid or user name.")
+@click.option("-n", "--dry-run", is_flag=True, help="Show what would be closed; close nothing.")
+@click.option("-H", "--no-header", is_flag=True, help="No header line.")
+@click.argument("filter_words", nargs=-1, metavar="[FILTER]...")
+@json_option
+@pass_state
+def sock_kill(
+    state: State,
+    kinds: tuple[str, ...],
+    families: tuple[str, ...],
+    netns: str | None,
+    listening: bool,
+    states: tuple[str, ...],
+    local_port: int | tuple[int, int] | None,
+    remote_port: int | tuple[int, int] | None,
+    local_address: str | None,
+    remote_address: str | None,
+    uid: int | None,
+    dry_run: bool,
+    no_header: bool,
+    filter_words: tuple[str, ...],
+) -> None:
+    """Close TCP/UDP sockets that match, like `ss -K` (the kernel's SOCK_DESTROY).
+
+    FILTER is ss's, as for `sock list`, e.g. `sockctl sock kill state established dport = :8080`.
+    A connection is reset (its peer sees ECONNRESET); a listener stops accepting. A filter is
+    required; without state words, TIME-WAIT and SYN-RECV entries are left alone. You may close
+    your own sockets; root and members of policy.kill_groups any. When a match is not yours,
+    nothing is closed. The closed sockets are printed (stdout) and counted (stderr).
+    """
+    wanted_states: list[str] = [*states, *(["listening"] if listening else [])]
+    wanted_states, expr, lport, rport = _filter_args(
+        filter_words, wanted_states, local_port, remote_port
+    )
+    _kill(
+        state,
+        kinds,
+        families,
+        wanted_states,
+        lport,
+        rport,
+        local_address,
+        remote_address,
+        uid,
+        netns,
+        expr,
+        dry_run=dry_run,
+        no_header=no_header,
+    )
 
 
 @sock.command("summary")

@@ -19,6 +19,7 @@ The hierarchy::
         ├── QuotaExceeded            quota_exceeded (7)
         ├── Busy                     busy: in use, e.g. processes inside a namespace (8)
         ├── TooManyConnections       too_many_connections: a connection limit was hit (8)
+        ├── NotSupported             not_supported: this kernel cannot do it, e.g. sock kill (12)
         └── InternalError            internal_error: a bug or a kernel failure; details are logged (11)
 
 The numbers are the ``sockctl`` exit codes (``exit_code``). The daemon raises the same classes;
@@ -149,6 +150,13 @@ class TooManyConnections(RequestError):
     exit_code = 8
 
 
+class NotSupported(RequestError):
+    """The kernel lacks what the request needs (e.g. CONFIG_INET_DIAG_DESTROY for sock.kill)."""
+
+    code = ErrorCode.NOT_SUPPORTED
+    exit_code = 12
+
+
 class InternalError(RequestError):
     code = ErrorCode.INTERNAL_ERROR
     exit_code = 11
@@ -168,6 +176,7 @@ ERROR_CLASSES: dict[ErrorCode, type[RequestError]] = {
         QuotaExceeded,
         Busy,
         TooManyConnections,
+        NotSupported,
         InternalError,
     )
 }

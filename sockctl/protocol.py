@@ -100,6 +100,7 @@ class ErrorCode(enum.StrEnum):
     QUOTA_EXCEEDED = "quota_exceeded"
     BUSY = "busy"
     TOO_MANY_CONNECTIONS = "too_many_connections"
+    NOT_SUPPORTED = "not_supported"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -548,6 +549,40 @@ class SockSummaryRequest(RequestBase):
     """Count only the sockets this filter expression matches (as in sock.list: IP sockets only)."""
 
 
+MAX_SOCK_KILL = 4096
+"""Most sockets one ``sock.kill`` closes: a filter that matches more is refused (nothing closed)."""
+
+SockKillKind = Literal["tcp", "udp"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SockKillRequest(RequestBase):
+    """Close TCP/UDP sockets that match, like ``ss -K``: SOCK_DESTROY through sock_diag.
+
+    The filters are those of :class:`SockListRequest` (empty kinds: TCP and UDP). At least one of
+    ports, addresses, ``uid`` or ``expr`` must be given: a bare ``sock kill`` would close every
+    socket. A TCP connection is reset (its peer sees ECONNRESET), a listener stops accepting, a UDP
+    socket's next call fails with ECONNABORTED. Everyone may close their own sockets (the socket's
+    uid is the caller's); root and policy.kill_groups any. All or nothing: when a match is not the
+    caller's to close, or there are more than :data:`MAX_SOCK_KILL`, nothing is closed.
+    ``dry_run`` answers which sockets would be closed, and closes none.
+    """
+
+    op: Literal["sock.kill"] = "sock.kill"
+    kinds: list[SockKillKind] = dataclasses.field(default_factory=list)
+    families: list[SockFamily] = dataclasses.field(default_factory=list)
+    states: list[SockStateFilter] = dataclasses.field(default_factory=list)
+    local_port: Port | None = None
+    remote_port: Port | None = None
+    local_address: SockAddress | None = None
+    remote_address: SockAddress | None = None
+    uid: Uid | None = None
+    netns: NsName | None = None
+    """A named namespace; None: the host's."""
+    expr: BoundedSockExpr | None = None
+    dry_run: bool = False
+
+
 # Acting inside a namespace as the caller: ns.exec, exec.signal, sock.open ---------------------------
 
 FdIndex = Annotated[int, Constraint(ge=0, le=MAX_FDS - 1)]
@@ -663,6 +698,7 @@ Request = Union[  # noqa: UP007 -- pydantic reads the discriminator from a typin
     NsUnpublishRequest,
     SockListRequest,
     SockSummaryRequest,
+    SockKillRequest,
     # issue 5
     NsExecRequest,
     ExecSignalRequest,
@@ -918,6 +954,16 @@ class SockSummaryResult:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class SockKillReply:
+    """What ``sock.kill`` closed (with ``dry_run``: would close), as ``sock.list`` rows without
+    processes; ``gone`` counts matches that closed by themselves before their turn."""
+
+    killed: list[SockInfo]
+    gone: int = 0
+    dry_run: bool = False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class LinkEnd:
     """One end of a veth pair, as the kernel shows it now."""
 
@@ -1081,6 +1127,8 @@ OPERATIONS: dict[str, Operation] = {
     # Socket inspection
     "sock.list": Operation(SockListRequest, SockListResult, item=SockBatch),
     "sock.summary": Operation(SockSummaryRequest, SockSummaryResult, item=SockCount),
+    # issue 15: audited like a mutation (root closes sockets on the caller's behalf).
+    "sock.kill": Operation(SockKillRequest, SockKillReply, mutating=True),
     # issue 5: acting inside a namespace as the caller. Both are audited like mutations: root acts
     # on the caller's behalf.
     "ns.exec": Operation(

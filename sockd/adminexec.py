@@ -23,11 +23,14 @@ namespace: routes, links, nftables, raw sockets there; nothing on the host, in a
 namespace, or on files (see README, "The owner as admin").
 """
 
+# os.execvpe imports warnings lazily (get_exec_path); after step 2 the caller may not be able to
+# read the interpreter's standard library (a pyenv build under /root), so it is imported now.
 import ctypes
 import fcntl
 import os
 import struct
 import sys
+import warnings  # noqa: F401
 
 CLONE_NEWUSER = 0x10000000
 PR_SET_KEEPCAPS = 8

@@ -14,6 +14,7 @@ Example, with the defaults (``systemd/sockd.toml`` is the installed copy)::
                                          # root always may into theirs / all)
     nat_groups = ["sockd"]               # may `ns link --nat` and `ns publish` ([]: root only)
     publish_quota = 16                   # published ports one non-root user may hold
+    kill_groups = ["sockd-monitor"]      # may `sock kill` other users' sockets (anyone: their own)
 
     # Privileged ports (1-1023) in the HOST namespace, authbind's model: none for non-root users
     # unless a rule grants it (the default: no rules). Inside namespaces they may enter, users may
@@ -130,6 +131,8 @@ class PolicyConfig(_Section):
     # issue 14: who may give their namespaces a way out, and publish host ports into them.
     nat_groups: list[str | int] = ["sockd"]
     publish_quota: int = Field(default=16, ge=0, le=100000)
+    # issue 15: who may close other users' sockets (SOCK_DESTROY); everyone may close their own.
+    kill_groups: list[str | int] = ["sockd-monitor"]
 
 
 class LimitsConfig(_Section):

@@ -240,6 +240,10 @@ def sock_summary(daemon: "Daemon", peer: Peer, request: p.SockSummaryRequest) ->
     return Listing(counts, result)
 
 
+def sock_kill(daemon: "Daemon", peer: Peer, request: p.SockKillRequest) -> p.SockKillReply:
+    return socklist.kill_sockets(daemon, peer, request)
+
+
 # Acting inside a namespace as the caller (issue 5) -------------------------------------------------
 
 
@@ -279,6 +283,8 @@ TABLE: dict[str, Route] = {
     # Socket inspection: policy on processes and sockets is applied in socklist.
     "sock.list": Route(Access.ANYONE, sock_list),
     "sock.summary": Route(Access.ANYONE, sock_summary),
+    # issue 15: who may close which socket (own uid; root, policy.kill_groups) is checked there.
+    "sock.kill": Route(Access.ANYONE, sock_kill),
     # issue 5: ownership (exec) and port grants (sock.open) are checked in the handlers.
     "ns.exec": Route(Access.ANYONE, ns_exec),
     "exec.signal": Route(Access.ANYONE, exec_signal),

@@ -92,6 +92,8 @@ class Policy:
     """Who may ``ns link --nat`` and ``ns publish`` (besides root)."""
     nat_group_names: tuple[str, ...] = ()
     publish_quota: int = 16
+    kill_gids: frozenset[int] = frozenset()
+    """Who may ``sock kill`` other users' sockets (besides root); anyone may kill their own."""
 
     @classmethod
     def from_config(cls, config: Config) -> "Policy":
@@ -100,6 +102,7 @@ class Policy:
         execute = resolve_groups(config.policy.exec_groups)
         grants = [PortGrant.from_rule(rule) for rule in config.policy.privileged_ports]
         nat = resolve_groups(config.policy.nat_groups)
+        kill = resolve_groups(config.policy.kill_groups)
         return cls(
             create_gids=create.gids,
             monitor_gids=monitor.gids,
@@ -109,6 +112,7 @@ class Policy:
             + monitor.unknown
             + execute.unknown
             + nat.unknown
+            + kill.unknown
             + tuple(name for _, unknown in grants for name in unknown),
             link_quota=config.policy.link_quota,
             address_quota=config.policy.address_quota,
@@ -118,6 +122,7 @@ class Policy:
             nat_gids=nat.gids,
             nat_group_names=tuple(str(g) for g in config.policy.nat_groups),
             publish_quota=config.policy.publish_quota,
+            kill_gids=kill.gids,
         )
 
     def may_create(self, peer: Peer) -> bool:
@@ -133,6 +138,10 @@ class Policy:
         for any user on the host; ``"own"`` keeps other uids' sockets for root and monitors.
         """
         return self.socket_visibility == "all" or self.sees_all_processes(peer)
+
+    def kills_any_socket(self, peer: Peer) -> bool:
+        """Whether ``peer`` may close sockets of other uids (root, policy.kill_groups)."""
+        return peer.root or peer.in_groups(self.kill_gids)
 
     def authorize(self, access: Access, peer: Peer, op: str) -> None:
         if access is Access.CREATOR and not self.may_create(peer):

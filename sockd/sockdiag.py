@@ -40,7 +40,7 @@ from sockctl import protocol as p
 from sockd import linux, taskfiles
 
 _T = TypeVar("_T")
-_C = TypeVar("_C", "InetChunk", "UnixChunk")
+_C = TypeVar("_C", "InetChunk", "UnixChunk", "_IdChunk")
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
@@ -85,6 +85,12 @@ _UNIX_REQUEST = struct.Struct("=IHHII BBHIII 8x")
 _INET_MSG = struct.Struct("=IH10x xBxx HH16s16s 16x IIII")
 # nlmsghdr + struct unix_diag_msg: len, type, (flags, seq, pid, family), type, state, (pad), inode,
 # (cookie).
+_INET_ID_MSG = struct.Struct("=IH10x xBxx 48s 4x IIII")
+"""inet_diag_msg with its inet_diag_sockid whole (sport, dport, src, dst, if, cookie)."""
+_SOCKID = struct.Struct("=HH16s16s8x")
+_DESTROY_REQUEST = struct.Struct("=IHHII BBBBI 48s")
+SOCK_DESTROY = 21
+_NLM_F_ACK = 0x4
 _UNIX_MSG = struct.Struct("=IH10x xBBxI8x")
 _NLMSG_HEADER = struct.Struct("=IH")
 _NLMSG_HEADER_SIZE = 16
@@ -184,6 +190,10 @@ class SockDiagUnavailable(OSError):
     """The kernel has no sock_diag handler for this family/protocol (not built in, not loadable)."""
 
 
+class DestroyUnsupported(OSError):
+    """The kernel cannot close sockets through sock_diag (no ``CONFIG_INET_DIAG_DESTROY``)."""
+
+
 def run_in_netns(ns_fd: int | None, fn: Callable[[], _T]) -> _T:
     """Run ``fn`` in the network namespace ``ns_fd`` and return its result; None: right here.
 
@@ -262,6 +272,62 @@ class DiagSocket:
             # raw_diag is selected with sdiag_protocol = IPPROTO_RAW; the IP protocol to match
             # (0: all) goes in the pad byte, sdiag_raw_protocol (net/ipv4/raw_diag.c).
             raw_protocol, protocol = 0, socket.IPPROTO_RAW
+        request = self._inet_request(family, protocol, states, bytecode, raw_protocol)
+        addresses = self._addresses[family]
+        return self._dump(request, lambda buf: _inet_chunk(buf, addresses))
+
+    def inet_ids(
+        self, family: int, protocol: int, states: int, bytecode: bytes = b""
+    ) -> "Iterator[_IdChunk]":
+        """As :meth:`inet` (TCP or UDP), each chunk with its sockets' raw ``inet_diag_sockid``
+        (ports, addresses, interface, cookie): what :meth:`destroy` needs to name one socket."""
+        request = self._inet_request(family, protocol, states, bytecode)
+        addresses = self._addresses[family]
+        return self._dump(request, lambda buf: _inet_id_chunk(buf, addresses))
+
+    def destroy(self, family: int, protocol: int, sockid: bytes) -> bool:
+        """Close one TCP/UDP socket (SOCK_DESTROY); False when no such socket exists any more.
+
+        Raises :class:`DestroyUnsupported` when the kernel lacks ``CONFIG_INET_DIAG_DESTROY`` (or
+        the protocol's destroy), PermissionError without CAP_NET_ADMIN.
+        """
+        request = _DESTROY_REQUEST.pack(
+            _DESTROY_REQUEST.size,
+            SOCK_DESTROY,
+            _NLM_F_REQUEST | _NLM_F_ACK,
+            self._next_seq(),
+            0,
+            family,
+            protocol,
+            0,
+            0,
+            ALL_STATES,
+            sockid,
+        )
+        self._sock.send(request)
+        while True:
+            buf = self._sock.recv(_RECV_SIZE)
+            if len(buf) < _NLMSG_HEADER_SIZE + 4:
+                raise OSError(errno.EPROTO, "sock_diag: truncated netlink message")
+            _, kind = _NLMSG_HEADER.unpack_from(buf, 0)
+            if kind != _NLMSG_ERROR:
+                continue  # nothing else is sent for a SOCK_DESTROY; skip rather than misread
+            (code,) = _ERRNO.unpack_from(buf, _NLMSG_HEADER_SIZE)
+            if code == 0:
+                return True
+            if -code == errno.ENOENT:
+                return False
+            if -code == errno.EOPNOTSUPP:
+                raise DestroyUnsupported(
+                    errno.EOPNOTSUPP,
+                    "the kernel cannot close sockets from outside (CONFIG_INET_DIAG_DESTROY is "
+                    "not set)",
+                )
+            raise OSError(-code, f"sock_diag: SOCK_DESTROY: {os.strerror(-code)}")
+
+    def _inet_request(
+        self, family: int, protocol: int, states: int, bytecode: bytes, raw_protocol: int = 0
+    ) -> bytes:
         attribute = _NLATTR.pack(_NLATTR.size + len(bytecode), _INET_DIAG_REQ_BYTECODE)
         request = _INET_REQUEST.pack(
             _INET_REQUEST.size + (len(attribute) + len(bytecode) if bytecode else 0),
@@ -275,10 +341,7 @@ class DiagSocket:
             raw_protocol,
             states,
         )
-        if bytecode:
-            request += attribute + bytecode
-        addresses = self._addresses[family]
-        return self._dump(request, lambda buf: _inet_chunk(buf, addresses))
+        return request + attribute + bytecode if bytecode else request
 
     def unix(self, states: int) -> Iterator[UnixChunk]:
         """UNIX sockets whose state is in ``states`` (LISTEN, ESTABLISHED, CLOSE = unconnected),
@@ -508,6 +571,45 @@ def _inet_chunk_slowly(buf: bytes, addresses: _Addresses) -> tuple[InetChunk, _E
     return chunk._replace(
         local_port=_ports(chunk.local_port), remote_port=_ports(chunk.remote_port)
     ), None
+
+
+def _inet_id_chunk(buf: bytes, addresses: _Addresses) -> "tuple[_IdChunk, _End]":
+    """:func:`_inet_chunk_slowly` that also keeps each socket's raw sockid (for SOCK_DESTROY)."""
+    rows: list[tuple[Any, ...]] = []
+    ids: list[bytes] = []
+    offset, end = 0, len(buf)
+    status: _End = None
+    while offset < end:
+        try:
+            (length, kind, state, sockid, rq, wq, uid, inode) = _INET_ID_MSG.unpack_from(
+                buf, offset
+            )
+        except struct.error:
+            length, kind = _NLMSG_HEADER.unpack_from(buf, offset)
+        if kind != SOCK_DIAG_BY_FAMILY:
+            status = _control(buf, offset, kind, length)
+            if status is not None:
+                break
+        else:
+            sport, dport, src, dst = _SOCKID.unpack_from(sockid)
+            rows.append((state, rq, wq, inode, addresses[src], sport, addresses[dst], dport, uid))
+            ids.append(sockid)
+        offset += (length + 3) & ~3
+    chunk = InetChunk.from_rows(rows)
+    chunk = chunk._replace(
+        local_port=_ports(chunk.local_port), remote_port=_ports(chunk.remote_port)
+    )
+    return _IdChunk(chunk, ids), status
+
+
+class _IdChunk(NamedTuple):
+    """An InetChunk with its sockets' raw ids; counts like one (for DiagSocket._dump)."""
+
+    chunk: InetChunk
+    ids: list[bytes]
+
+    def count(self) -> int:  # type: ignore[override]
+        return len(self.ids)
 
 
 def _unix_chunk(buf: bytes) -> tuple[UnixChunk, _End]:

@@ -21,6 +21,7 @@ import errno
 import fnmatch
 import functools
 import ipaddress
+import itertools
 import json
 import operator
 import os
@@ -34,7 +35,13 @@ from json.encoder import encode_basestring_ascii as _json_str
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from sockctl import protocol as p
-from sockctl.errors import InternalError, InvalidRequest, NotFound, PermissionDenied
+from sockctl.errors import (
+    InternalError,
+    InvalidRequest,
+    NotFound,
+    NotSupported,
+    PermissionDenied,
+)
 from sockd import linux, sockdiag
 from sockd.netns import DEFAULT_PROC
 from sockd.policy import Peer
@@ -990,3 +997,150 @@ def summarize_sockets(
             namespaces=[t.name for t in targets], total=total, proc_fallback=sources.fallback
         )
     return counts, result
+
+
+# sock.kill (ss -K) ---------------------------------------------------------------------------------
+
+_KILL_DEFAULT_STATES = sockdiag.ALL_STATES & ~(
+    (1 << sockdiag.TCP_TIME_WAIT) | (1 << sockdiag.TCP_NEW_SYN_RECV)
+)
+"""Without state filters, what sock.kill closes: TIME-WAIT and half-open (SYN-RECV) entries have
+no socket file and no owner to tell (the kernel says uid 0); they are closed only when asked for
+by state."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Match:
+    table: _Table
+    sockid: bytes
+    row: p.SockInfo
+
+
+def kill_sockets(daemon: "Daemon", peer: Peer, request: p.SockKillRequest) -> p.SockKillReply:
+    """Close the TCP/UDP sockets a sock.kill request matches, all or nothing as to policy."""
+    selectors = (request.local_port, request.remote_port, request.local_address)
+    if (*selectors, request.remote_address, request.uid, request.expr) == (None,) * 6:
+        raise InvalidRequest(
+            "sock.kill needs a filter (a port, an address, a uid or an expression): without one "
+            "it would close every socket",
+            field="expr",
+        )
+    for name in ("local_address", "remote_address"):
+        value = getattr(request, name)
+        if value is not None and value.startswith(("/", "@")):
+            raise InvalidRequest(
+                f"{name}: sock.kill closes TCP/UDP sockets; {value!r} is a UNIX name", field=name
+            )
+    listing = p.SockListRequest(
+        kinds=list(request.kinds) or ["tcp", "udp"],
+        families=list(request.families),
+        states=list(request.states),
+        local_port=request.local_port,
+        remote_port=request.remote_port,
+        local_address=request.local_address,
+        remote_address=request.remote_address,
+        uid=request.uid,
+        netns=request.netns,
+        processes=False,
+        expr=request.expr,
+    )
+    filters = _filters(listing)
+    if not request.states:
+        filters.state_mask = _KILL_DEFAULT_STATES
+    with ExitStack() as stack:
+        (target,) = _targets(daemon, request.netns, False, stack)
+        target.open_diag()
+        if target.diag is None:
+            raise NotSupported("sock.kill needs sock_diag, which this kernel lacks")
+        matches = _kill_matches(target.diag, target, filters, explicit=bool(request.kinds))
+        if not daemon.policy.kills_any_socket(peer):
+            others = [m for m in matches if m.row.uid != peer.uid]
+            if others:
+                shown = daemon.policy.sees_all_sockets(peer)
+                first = others[0].row
+                which = (
+                    f"e.g. {_kill_text(first)} (uid {first.uid})" if shown else "not listed here"
+                )
+                raise PermissionDenied(
+                    f"{len(others)} matching socket(s) belong to other users ({which}); you may "
+                    f"close only your own (uid {peer.uid}): narrow the filter, or ask a member of "
+                    f"policy.kill_groups. Nothing was closed.",
+                    field="uid",
+                    details={"uid": peer.uid, "others": len(others)},
+                )
+        if request.dry_run:
+            return p.SockKillReply(killed=[m.row for m in matches], dry_run=True)
+        killed: list[p.SockInfo] = []
+        gone = 0
+        for match in matches:
+            try:
+                closed = target.diag.destroy(match.table.family, match.table.protocol, match.sockid)
+            except sockdiag.DestroyUnsupported as exc:
+                raise NotSupported(str(exc)) from exc
+            if not closed:
+                gone += 1
+                continue
+            killed.append(match.row)
+            daemon.log.info(
+                f"sock kill: closed {_kill_text(match.row)} for uid {peer.uid}",
+                SOCKD_NS=target.name or "",
+                SOCKD_SOCKET=_kill_text(match.row),
+                SOCKD_SOCKET_UID=match.row.uid,
+                SOCKD_UID=peer.uid,
+            )
+        return p.SockKillReply(killed=killed, gone=gone)
+
+
+def _kill_matches(
+    diag: sockdiag.DiagSocket, target: _Target, filters: _Filters, *, explicit: bool
+) -> list[_Match]:
+    matches: list[_Match] = []
+    for table in filters.tables:
+        keep = _inet_keep(filters, None, table.family)
+        try:
+            for chunk, ids in diag.inet_ids(
+                table.family, table.protocol, filters.state_mask, filters.bytecode
+            ):
+                chosen = keep(chunk) if keep is not None else [True] * len(ids)
+                for i in itertools.compress(range(len(ids)), chosen):
+                    if filters.uid is not None and chunk.uid[i] != filters.uid:
+                        continue
+                    matches.append(_Match(table, ids[i], _kill_row(target, table, chunk, i)))
+                    if len(matches) > p.MAX_SOCK_KILL:
+                        raise InvalidRequest(
+                            f"the filter matches more than {p.MAX_SOCK_KILL} sockets; nothing was "
+                            f"closed: narrow it",
+                            field="expr",
+                        )
+        except sockdiag.SockDiagUnavailable:
+            if explicit:
+                raise InternalError(
+                    f"this kernel cannot list {table.kind} sockets through sock_diag, so sockd "
+                    f"cannot close them"
+                ) from None
+    return matches
+
+
+def _kill_row(target: _Target, table: _Table, c: sockdiag.InetChunk, i: int) -> p.SockInfo:
+    return p.SockInfo(
+        table.kind,  # type: ignore[arg-type]
+        table.family_name,  # type: ignore[arg-type]
+        table.type_name,  # type: ignore[arg-type]
+        _STATE_NAME[c.state[i]],
+        c.recv_q[i],
+        c.send_q[i],
+        c.local[i],
+        c.local_port[i],
+        c.remote[i],
+        c.remote_port[i],
+        c.inode[i],
+        c.uid[i],
+        netns=target.name,
+    )
+
+
+def _kill_text(row: p.SockInfo) -> str:
+    def end(address: str | None, port: int | None) -> str:
+        return f"[{address}]:{port}" if address and ":" in address else f"{address}:{port}"
+
+    return f"{row.kind} {end(row.local, row.local_port)} -> {end(row.remote, row.remote_port)}"

@@ -9,6 +9,7 @@ machine and run in the order written; each leaves the daemon usable for the next
 If the container cannot be built or booted, every container test fails with the reason (never a skip).
 """
 
+import errno
 import json
 import os
 import re
@@ -530,6 +531,39 @@ def test_processes_of_a_big_holder_are_found_by_scan_helpers(machine: Machine) -
     finally:
         if pid is not None:
             machine.run("kill", "-9", str(pid), check=False)
+        holder.kill()
+        holder.communicate()
+
+
+KILL_HOLDER = r"""
+import socket, sys
+l = socket.create_server(("127.0.0.1", 0))
+c = socket.create_connection(l.getsockname())
+s, _ = l.accept()
+print(l.getsockname()[1], flush=True)
+s.settimeout(30)
+try:
+    s.recv(1)
+    print("open")
+except OSError as e:
+    print(e.errno)
+"""
+
+
+def test_a_user_kills_her_own_connection_under_the_shipped_unit(machine: Machine) -> None:
+    # SOCK_DESTROY needs CAP_NET_ADMIN and a sock_diag socket: both must survive the hardening.
+    holder = machine.container.spawn("python3", "-c", KILL_HOLDER, user="alice")
+    try:
+        assert holder.stdout is not None
+        port = int(holder.stdout.readline())
+        refused = machine.sockctl("bob", "sock", "kill", "dport", "=", f":{port}")
+        assert refused.returncode == 4, refused
+        killed = machine.sockctl("alice", "--json", "sock", "kill", "dport", "=", f":{port}")
+        assert killed.returncode == 0, killed
+        assert [r["uid"] for r in json.loads(killed.stdout)["killed"]] == [machine.uids["alice"]]
+        out, _ = holder.communicate(timeout=30)
+        assert out.split() == [str(errno.ECONNRESET)]  # the peer of the closed end: a reset
+    finally:
         holder.kill()
         holder.communicate()
 
