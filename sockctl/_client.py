@@ -308,6 +308,10 @@ class Client:
         all_netns: bool = False,
         processes: bool = True,
         expr: SockExpr | None = None,
+        extended: bool = False,
+        timers: bool = False,
+        info: bool = False,
+        memory: bool = False,
     ) -> tuple[list[SockInfo], SockListResult]:
         """Sockets of the host's namespace (default), of ``netns``, or of all (``all_netns``).
 
@@ -323,6 +327,11 @@ class Client:
         ``expr`` is a filter expression like ss's (``protocol.SockOr``, ``SockPortMatch``, ...;
         ``sockctl._ssfilter.parse`` builds one from ss's syntax); with one, UNIX sockets are not
         listed.
+
+        Details as ss's flags add them to each row: ``extended`` the cookie (``-e``), ``timers``
+        the TCP timer (``-o``, :class:`~sockctl.protocol.SockTimer`), ``info`` the tcp_info
+        (``-i``, :class:`~sockctl.protocol.TcpInfo`), ``memory`` the memory counters (``-m``,
+        :class:`~sockctl.protocol.SockMemory`).
 
         Other users' processes are shown only to root and monitor-group members
         (``result.process_scope`` says which). Bad filters raise
@@ -344,6 +353,10 @@ class Client:
             all_netns=all_netns,
             processes=processes,
             expr=expr,
+            extended=extended,
+            timers=timers,
+            info=info,
+            memory=memory,
         )
         return rows, result
 
@@ -363,6 +376,10 @@ class Client:
         all_netns: bool = False,
         processes: bool = True,
         expr: SockExpr | None = None,
+        extended: bool = False,
+        timers: bool = False,
+        info: bool = False,
+        memory: bool = False,
     ) -> tuple[list[SockBatch], SockListResult]:
         """:meth:`sock_list`'s sockets as the daemon sends them: columns, a few hundred per batch.
 
@@ -385,6 +402,10 @@ class Client:
             all_netns=all_netns,
             processes=processes,
             expr=expr,
+            extended=extended,
+            timers=timers,
+            info=info,
+            memory=memory,
         )
 
     def _sock_listing(

@@ -744,6 +744,12 @@ def _kind_options(fn: F) -> F:
     "-p", "--processes", "_processes", is_flag=True, help="Processes (ss -p; the default)."
 )
 @click.option(
+    "-e", "--extended", is_flag=True, help="uid, inode, cookie, v6only, shutdown (ss -e)."
+)
+@click.option("-o", "--options", "timers", is_flag=True, help="TCP timers (ss -o).")
+@click.option("-i", "--info", is_flag=True, help="TCP internals: tcp_info (ss -i).")
+@click.option("-m", "--memory", is_flag=True, help="Socket memory: skmem (ss -m).")
+@click.option(
     "-K", "--kill", is_flag=True, help="Close the TCP/UDP sockets that match (ss -K; = sock kill)."
 )
 @click.argument("filter_words", nargs=-1, metavar="[FILTER]...")
@@ -768,6 +774,10 @@ def sock_list(
     _all: bool,
     _numeric: bool,
     _processes: bool,
+    extended: bool,
+    timers: bool,
+    info: bool,
+    memory: bool,
     kill: bool,
     filter_words: tuple[str, ...],
 ) -> None:
@@ -779,6 +789,7 @@ def sock_list(
     --dport also take a range (8000-8100).
 
     ss's -a, -n and -p are accepted and are the defaults here (all states, numeric, processes).
+    -e, -o, -i and -m add what ss adds: uid/inode/cookie, timers, tcp_info, socket memory.
 
     Addresses of all sockets are shown to everyone; processes of other users only to root and
     members of the monitor group (see `sockctl whoami`). Rows of named namespaces are tagged
@@ -823,6 +834,10 @@ def sock_list(
         all_netns=all_netns,
         processes=not no_processes,
         expr=expr,
+        extended=extended,
+        timers=timers,
+        info=info,
+        memory=memory,
     )
     if state.json:
         from sockctl.protocol import sock_batch_rows
@@ -832,7 +847,12 @@ def sock_list(
         return
     from sockctl._socktable import sock_table
 
-    table = sock_table(batches, show_netns=all_netns, show_processes=not no_processes)
+    table = sock_table(
+        batches,
+        show_netns=all_netns,
+        show_processes=not no_processes,
+        details=extended or timers or info or memory,
+    )
     if no_header:
         table = table.partition("\n")[2]
     if table or not no_header:  # -H on an empty listing prints nothing, like ss

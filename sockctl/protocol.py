@@ -534,6 +534,14 @@ class SockListRequest(RequestBase):
     expr: BoundedSockExpr | None = None
     """An ss-like filter expression over ports and addresses, on top of the flat filters; it
     matches only TCP/UDP/RAW rows (UNIX sockets are not listed when it is given)."""
+    extended: bool = False
+    """Each socket's cookie (ss -e ``sk:``; uid and inode are always there)."""
+    timers: bool = False
+    """Each TCP socket's timer (ss -o)."""
+    info: bool = False
+    """Each TCP socket's tcp_info and congestion control (ss -i)."""
+    memory: bool = False
+    """Each socket's sk_meminfo counters (ss -m)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -874,6 +882,138 @@ class SockInfo:
     processes: list[SockProcess] | None = None
     processes_omitted: int = 0
     peer_processes: list[SockProcess] | None = None
+    cookie: int | None = None
+    """The kernel's socket cookie (ss -e ``sk:``, in hex there); asked for with ``extended``."""
+    v6only: bool | None = None
+    """IPV6_V6ONLY of an IPv6 socket (ss -e ``v6only:``), with ``extended``; None for others."""
+    timer: "SockTimer | None" = None
+    tcp_info: "TcpInfo | None" = None
+    memory: "SockMemory | None" = None
+    shutdown: int | None = None
+    """With ``extended``: the directions shut down, as bits (1: receive, the peer's FIN or
+    SHUT_RD; 2: send, SHUT_WR); ss -e draws it ``<->``, ``-->``, ``<--``, ``---``."""
+
+
+SockTimerName = Literal["on", "keepalive", "timewait", "persist", "unknown"]
+_TIMER_NAMES: tuple[SockTimerName, ...] = (
+    "on",
+    "on",
+    "keepalive",
+    "timewait",
+    "persist",
+    "unknown",
+)
+"""ss's names by the kernel's idiag_timer (1 retransmit, 2 keepalive, 3 TIME-WAIT, 4 zero-window
+probe; 0 is no timer, shown as None)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SockTimer:
+    """A TCP socket's pending timer, as ``ss -o`` shows ``timer:(keepalive,119min,0)``."""
+
+    name: SockTimerName
+    expires_ms: int
+    """Milliseconds until it fires (as the kernel reported it at the dump)."""
+    retrans: int
+    """Retransmits (or keepalive probes) so far."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SockMemory:
+    """A socket's memory counters (sk_meminfo), as ``ss -m`` shows ``skmem:(r0,rb131072,...)``:
+    bytes allocated and limits of the receive and send queues, forward-allocated, queued, option
+    memory, backlog, and packets dropped. None: the kernel did not send that counter."""
+
+    rmem_alloc: int | None = None
+    rcvbuf: int | None = None
+    wmem_alloc: int | None = None
+    sndbuf: int | None = None
+    fwd_alloc: int | None = None
+    wmem_queued: int | None = None
+    optmem: int | None = None
+    backlog: int | None = None
+    drops: int | None = None
+
+
+SOCK_MEMORY_FIELDS = (
+    "rmem_alloc", "rcvbuf", "wmem_alloc", "sndbuf", "fwd_alloc", "wmem_queued", "optmem", "backlog",
+    "drops",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TcpInfo:
+    """A TCP socket's ``struct tcp_info`` (``ss -i``), the kernel's field names without ``tcpi_``.
+
+    Times are in microseconds (``rtt``, ``rttvar``, ``rto``, ``ato``, ``min_rtt``, ``rcv_rtt``,
+    ``busy_time``, ...) but for the ``last_*`` fields and ``total_rto_time`` (milliseconds); rates in
+    bytes per second. A field is None when the kernel's tcp_info is too old to have it.
+    ``congestion`` is the congestion control's name (``cubic``, ``bbr``).
+    """
+
+    state: int | None = None
+    ca_state: int | None = None
+    retransmits: int | None = None
+    probes: int | None = None
+    backoff: int | None = None
+    options: int | None = None
+    snd_wscale: int | None = None
+    rcv_wscale: int | None = None
+    delivery_rate_app_limited: int | None = None
+    fastopen_client_fail: int | None = None
+    rto: int | None = None
+    ato: int | None = None
+    snd_mss: int | None = None
+    rcv_mss: int | None = None
+    unacked: int | None = None
+    sacked: int | None = None
+    lost: int | None = None
+    retrans: int | None = None
+    fackets: int | None = None
+    last_data_sent: int | None = None
+    last_ack_sent: int | None = None
+    last_data_recv: int | None = None
+    last_ack_recv: int | None = None
+    pmtu: int | None = None
+    rcv_ssthresh: int | None = None
+    rtt: int | None = None
+    rttvar: int | None = None
+    snd_ssthresh: int | None = None
+    snd_cwnd: int | None = None
+    advmss: int | None = None
+    reordering: int | None = None
+    rcv_rtt: int | None = None
+    rcv_space: int | None = None
+    total_retrans: int | None = None
+    pacing_rate: int | None = None
+    max_pacing_rate: int | None = None
+    bytes_acked: int | None = None
+    bytes_received: int | None = None
+    segs_out: int | None = None
+    segs_in: int | None = None
+    notsent_bytes: int | None = None
+    min_rtt: int | None = None
+    data_segs_in: int | None = None
+    data_segs_out: int | None = None
+    delivery_rate: int | None = None
+    busy_time: int | None = None
+    rwnd_limited: int | None = None
+    sndbuf_limited: int | None = None
+    delivered: int | None = None
+    delivered_ce: int | None = None
+    bytes_sent: int | None = None
+    bytes_retrans: int | None = None
+    dsack_dups: int | None = None
+    reord_seen: int | None = None
+    rcv_ooopack: int | None = None
+    snd_wnd: int | None = None
+    rcv_wnd: int | None = None
+    rehash: int | None = None
+    total_rto: int | None = None
+    total_rto_recoveries: int | None = None
+    total_rto_time: int | None = None
+    received_ce: int | None = None
+    congestion: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -916,6 +1056,20 @@ class SockBatch:
     """The holders of each UNIX socket's peer, like ``holders``."""
     holder_pid: list[int] | None = None
     holder_name: list[str] | None = None
+    cookie: list[int | None] | None = None
+    """Per socket, with ``extended``: its cookie."""
+    v6only: list[bool | None] | None = None
+    """Per socket, with ``extended``: IPV6_V6ONLY of IPv6 sockets, None for others."""
+    timer: list[list[int] | None] | None = None
+    """Per socket, with ``timers``: ``[kind, expires_ms, retrans]`` (kind as the kernel's
+    idiag_timer, 1-4), None without a timer."""
+    tcp_info: list[dict[str, Any] | None] | None = None
+    """Per socket, with ``info``: :class:`TcpInfo`'s fields that the kernel sent, None for sockets
+    without one (UDP, TIME-WAIT)."""
+    skmem: list[list[int] | None] | None = None
+    """Per socket, with ``memory``: the sk_meminfo counters in :class:`SockMemory`'s order."""
+    shutdown: list[int | None] | None = None
+    """Per socket, with ``extended``: its shutdown bits (see :attr:`SockInfo.shutdown`)."""
     """The command name of each pid in ``holder_pid``: every pid the batch's holders name."""
 
 
@@ -1276,6 +1430,17 @@ def sock_batch_from_wire(value: Any) -> SockBatch:
     for name in ("holders", "peer_holders"):
         if columns[name] is not None:
             _check_holders(name, columns[name], known)
+    for name, check in _SOCK_DETAILS:
+        column = value.get(name)
+        if column is not None:
+            _check_column(
+                name,
+                column,
+                _DETAIL_TYPES[name],
+                size,
+            )
+            check(name, column)
+        columns[name] = column
     return SockBatch(
         netns=netns,
         kind=typing.cast(SockKind, kind),
@@ -1284,6 +1449,86 @@ def sock_batch_from_wire(value: Any) -> SockBatch:
         holder_name=names,
         **columns,
     )
+
+
+def _check_int_lists(name: str, column: list[Any], length: int | None = None) -> None:
+    cells = [cell for cell in column if cell is not None]
+    if not all(type(cell) is list for cell in cells):
+        raise WireTypeError(f"SockBatch.{name}: expected lists")
+    if not _INT_ONLY.issuperset(map(type, itertools.chain.from_iterable(cells))):
+        raise WireTypeError(f"SockBatch.{name}: expected lists of ints")
+    if length is not None and set(map(len, cells)) - {length}:
+        raise WireTypeError(f"SockBatch.{name}: expected lists of {length} ints")
+
+
+def _check_timers(name: str, column: list[Any]) -> None:
+    _check_int_lists(name, column, 3)
+    if not {cell[0] for cell in column if cell is not None} <= {1, 2, 3, 4, 5}:
+        raise WireTypeError(f"SockBatch.{name}: a timer's kind is 1-5")
+
+
+def _check_tcp_info(name: str, column: list[Any]) -> None:
+    cells = [cell for cell in column if cell is not None]
+    if not all(type(cell) is dict for cell in cells):
+        raise WireTypeError(f"SockBatch.{name}: expected objects")
+    for cell in cells:
+        congestion = cell.get("congestion")
+        if not _INT_ONLY.issuperset(type(v) for k, v in cell.items() if k != "congestion") or type(
+            congestion
+        ) not in (str, _NONE):
+            raise WireTypeError(f"SockBatch.{name}: values are ints (congestion a string)")
+
+
+def _check_skmem(name: str, column: list[Any]) -> None:
+    _check_int_lists(name, column)
+
+
+def _no_check(name: str, column: list[Any]) -> None:
+    return None
+
+
+def _check_shutdown(name: str, column: list[Any]) -> None:
+    wrong = [bits for bits in column if bits is not None and not 0 <= bits <= 3]
+    if wrong:
+        raise WireTypeError(f"SockBatch.{name}: shutdown bits {wrong[0]} are not 0-3")
+
+
+_SOCK_DETAILS: tuple[tuple[str, Callable[[str, list[Any]], None]], ...] = (
+    ("cookie", _no_check),
+    ("v6only", _no_check),
+    ("timer", _check_timers),
+    ("tcp_info", _check_tcp_info),
+    ("skmem", _check_skmem),
+    ("shutdown", _check_shutdown),
+)
+"""SockBatch's detail columns (sock list -e -o -i -m) and the check of their cells' contents."""
+_TCP_INFO_FIELDS = frozenset(f.name for f in dataclasses.fields(TcpInfo))
+_DETAIL_TYPES: dict[str, frozenset[type]] = {
+    "cookie": frozenset({int, _NONE}),
+    "v6only": frozenset({bool, _NONE}),
+    "timer": frozenset({list, _NONE}),
+    "tcp_info": frozenset({dict, _NONE}),
+    "skmem": frozenset({list, _NONE}),
+    "shutdown": frozenset({int, _NONE}),
+}
+
+
+def _timer(cell: list[int] | None) -> SockTimer | None:
+    if cell is None:
+        return None
+    return SockTimer(name=_TIMER_NAMES[min(cell[0], 5)], expires_ms=cell[1], retrans=cell[2])
+
+
+def _tcp_info(cell: dict[str, Any] | None) -> TcpInfo | None:
+    if cell is None:
+        return None
+    return TcpInfo(**{k: v for k, v in cell.items() if k in _TCP_INFO_FIELDS})
+
+
+def _memory(cell: list[int] | None) -> SockMemory | None:
+    if cell is None:
+        return None
+    return SockMemory(**dict(zip(SOCK_MEMORY_FIELDS, cell, strict=False)))
 
 
 def _check_holders(name: str, column: list[Any], known: frozenset[int]) -> None:
@@ -1344,6 +1589,14 @@ def sock_batch_rows(batch: SockBatch) -> list[SockInfo]:
         optional["holders"] = sock_batch_processes(batch)
     if batch.peer_holders is not None:
         optional["peer_holders"] = sock_batch_processes(batch, peer=True)
+    details = (  # each its own iterator: map() draws from every argument once per row
+        repeat(None, size) if batch.cookie is None else batch.cookie,
+        repeat(None, size) if batch.v6only is None else batch.v6only,
+        repeat(None, size) if batch.timer is None else map(_timer, batch.timer),
+        repeat(None, size) if batch.tcp_info is None else map(_tcp_info, batch.tcp_info),
+        repeat(None, size) if batch.skmem is None else map(_memory, batch.skmem),
+        repeat(None, size) if batch.shutdown is None else batch.shutdown,
+    )
     return list(
         map(
             SockInfo,
@@ -1355,6 +1608,7 @@ def sock_batch_rows(batch: SockBatch) -> list[SockInfo]:
             optional["holders"],
             optional["holders_omitted"],
             optional["peer_holders"],
+            *details,
         )
     )
 

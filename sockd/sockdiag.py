@@ -23,6 +23,7 @@ import array
 import bisect
 import contextlib
 import errno
+import functools
 import ipaddress
 import itertools
 import os
@@ -62,7 +63,10 @@ TCP_LAST_ACK = 9
 TCP_LISTEN = 10
 TCP_CLOSING = 11
 TCP_NEW_SYN_RECV = 12  # a request socket (half-open connection); ss shows it as SYN-RECV
-ALL_STATES = 0xFFFFFFFF
+TCP_BOUND_INACTIVE = 13  # Linux 6.8: bound, neither listening nor connected (from the bind hash)
+ALL_STATES = 0xFFFFFFFF & ~(1 << TCP_BOUND_INACTIVE)
+"""Every state ss -a lists. Bound-inactive sockets (a bind() without listen() or connect()) are
+dumped by Linux >= 6.8 only when asked for by that bit, which ss -a does not set either."""
 
 # unix_diag_req.udiag_show: which attributes each reply carries (include/uapi/linux/unix_diag.h).
 _UDIAG_SHOW_NAME = 0x01
@@ -73,6 +77,10 @@ _UNIX_DIAG_NAME = 0
 _UNIX_DIAG_PEER = 2
 _UNIX_DIAG_RQLEN = 4
 _UNIX_DIAG_UID = 7
+_UDIAG_SHOW_MEMINFO = 0x20
+_UNIX_DIAG_MEMINFO = 5
+_UNIX_DIAG_SHUTDOWN = 6
+_UNIX_COOKIE = struct.Struct("=II")  # udiag_cookie, after udiag_ino
 
 # nlmsghdr, then struct inet_diag_req_v2 (family, protocol, ext, raw protocol, states, and a zeroed
 # struct inet_diag_sockid of 48 bytes), or struct unix_diag_req (family, protocol, pad, states, ino,
@@ -103,6 +111,28 @@ _RECV_SIZE = 65536  # the kernel fills at most 32 KiB per dump batch (netlink_re
 _ADDRESS_CACHE = 65536
 
 
+Details = tuple[
+    int,
+    "bool | None",
+    "tuple[int, int, int] | None",
+    "dict[str, int | str] | None",
+    "list[int] | None",
+    "int | None",
+]
+"""One socket's details: its cookie (ss -e ``sk:``), IPV6_V6ONLY of an IPv6 socket (ss -e
+``v6only:``; None for others), its timer as (kind, expires ms, retransmits) or None (ss -o), its
+tcp_info as a dict of the kernel's names without ``tcpi_`` plus ``congestion`` (ss -i), its
+sk_meminfo counters (ss -m), its sk_shutdown bits (1: receive, 2: send; ss -e's ``<->``)."""
+
+
+def _columns(rows: list[tuple[Any, ...]], fields: int) -> list[Sequence[Any]]:
+    """Rows as columns; rows without details (the shorter tuples) get an empty details column."""
+    if not rows:
+        return [()] * fields
+    columns: list[Sequence[Any]] = list(zip(*rows, strict=True))
+    return columns if len(columns) == fields else [*columns, ()]
+
+
 class InetChunk(NamedTuple):
     """TCP/UDP/RAW sockets of one kernel message batch, as columns: position i is socket i.
 
@@ -120,13 +150,19 @@ class InetChunk(NamedTuple):
     remote: Sequence[str]
     remote_port: Sequence[int]
     uid: Sequence[int]
+    details: Sequence[Details] = ()
+    """Per socket, what ``sock list -e -o -i -m`` show (:data:`Details`); empty unless asked for."""
 
     @classmethod
     def from_rows(cls, rows: list[tuple[Any, ...]]) -> "InetChunk":
-        return cls._make(zip(*rows, strict=True)) if rows else cls._make([()] * len(cls._fields))
+        return cls._make(_columns(rows, len(cls._fields)))
 
     def count(self) -> int:  # type: ignore[override]  # tuple.count is of no use here
         return len(self.inode)
+
+    def rows(self) -> Iterator[tuple[Any, ...]]:
+        """The sockets one tuple each, in the columns' order, without their details."""
+        return zip(*self[:-1], strict=True)
 
     def select(self, keep: Sequence[bool]) -> "InetChunk":
         return InetChunk._make(list(itertools.compress(column, keep)) for column in self)
@@ -159,13 +195,18 @@ class UnixChunk(NamedTuple):
     name: Sequence[bytes | None]
     peer: Sequence[int]
     uid: Sequence[int | None]
+    details: Sequence[Details] = ()
 
     @classmethod
     def from_rows(cls, rows: list[tuple[Any, ...]]) -> "UnixChunk":
-        return cls._make(zip(*rows, strict=True)) if rows else cls._make([()] * len(cls._fields))
+        return cls._make(_columns(rows, len(cls._fields)))
 
     def count(self) -> int:  # type: ignore[override]
         return len(self.inode)
+
+    def rows(self) -> Iterator[tuple[Any, ...]]:
+        """The sockets one tuple each, in the columns' order, without their details."""
+        return zip(*self[:-1], strict=True)
 
     def select(self, keep: Sequence[bool]) -> "UnixChunk":
         return UnixChunk._make(list(itertools.compress(column, keep)) for column in self)
@@ -257,7 +298,7 @@ class DiagSocket:
         self.close()
 
     def inet(
-        self, family: int, protocol: int, states: int, bytecode: bytes = b""
+        self, family: int, protocol: int, states: int, bytecode: bytes = b"", ext: int | None = None
     ) -> Iterator[InetChunk]:
         """TCP, UDP or RAW sockets of ``family`` (AF_INET, AF_INET6) whose state is in ``states``.
 
@@ -266,14 +307,19 @@ class DiagSocket:
         :class:`InetChunk` per kernel message batch (a few hundred sockets). Raises
         :class:`SockDiagUnavailable` when the kernel has no handler for the protocol (RAW needs
         ``CONFIG_INET_RAW_DIAG``).
+
+        ``ext`` (:data:`EXT_INFO`, :data:`EXT_MEMORY`, or 0) fills each chunk's ``details``: cookie,
+        timer, and the attributes asked for; None leaves them out (the fast path).
         """
         raw_protocol = 0
         if protocol not in (socket.IPPROTO_TCP, socket.IPPROTO_UDP):
             # raw_diag is selected with sdiag_protocol = IPPROTO_RAW; the IP protocol to match
             # (0: all) goes in the pad byte, sdiag_raw_protocol (net/ipv4/raw_diag.c).
             raw_protocol, protocol = 0, socket.IPPROTO_RAW
-        request = self._inet_request(family, protocol, states, bytecode, raw_protocol)
+        request = self._inet_request(family, protocol, states, bytecode, raw_protocol, ext or 0)
         addresses = self._addresses[family]
+        if ext is not None:
+            return self._dump(request, lambda buf: _inet_detail_chunk(buf, addresses))
         return self._dump(request, lambda buf: _inet_chunk(buf, addresses))
 
     def inet_ids(
@@ -326,7 +372,13 @@ class DiagSocket:
             raise OSError(-code, f"sock_diag: SOCK_DESTROY: {os.strerror(-code)}")
 
     def _inet_request(
-        self, family: int, protocol: int, states: int, bytecode: bytes, raw_protocol: int = 0
+        self,
+        family: int,
+        protocol: int,
+        states: int,
+        bytecode: bytes,
+        raw_protocol: int = 0,
+        ext: int = 0,
     ) -> bytes:
         attribute = _NLATTR.pack(_NLATTR.size + len(bytecode), _INET_DIAG_REQ_BYTECODE)
         request = _INET_REQUEST.pack(
@@ -337,16 +389,19 @@ class DiagSocket:
             0,
             family,
             protocol,
-            0,
+            ext,
             raw_protocol,
             states,
         )
         return request + attribute + bytecode if bytecode else request
 
-    def unix(self, states: int) -> Iterator[UnixChunk]:
+    def unix(self, states: int, memory: bool | None = None) -> Iterator[UnixChunk]:
         """UNIX sockets whose state is in ``states`` (LISTEN, ESTABLISHED, CLOSE = unconnected),
-        one list per kernel message batch."""
+        one list per kernel message batch. ``memory`` not None fills ``details`` (cookie, and with
+        True the sk_meminfo counters)."""
         show = _UDIAG_SHOW_NAME | _UDIAG_SHOW_PEER | _UDIAG_SHOW_RQLEN | _UDIAG_SHOW_UID
+        if memory:
+            show |= _UDIAG_SHOW_MEMINFO
         request = _UNIX_REQUEST.pack(
             _UNIX_REQUEST.size,
             SOCK_DIAG_BY_FAMILY,
@@ -360,6 +415,8 @@ class DiagSocket:
             0,
             show,
         )
+        if memory is not None:
+            return self._dump(request, functools.partial(_unix_chunk, details=True))
         return self._dump(request, _unix_chunk)
 
     def _dump(self, request: bytes, parse: Callable[[bytes], tuple[_C, "_End"]]) -> Iterator[_C]:
@@ -573,6 +630,143 @@ def _inet_chunk_slowly(buf: bytes, addresses: _Addresses) -> tuple[InetChunk, _E
     ), None
 
 
+INET_DIAG_MEMINFO = 1
+INET_DIAG_INFO = 2
+INET_DIAG_CONG = 4
+INET_DIAG_SKMEMINFO = 7
+INET_DIAG_SHUTDOWN = 8
+INET_DIAG_SKV6ONLY = 11
+EXT_INFO = (1 << (INET_DIAG_INFO - 1)) | (1 << (INET_DIAG_CONG - 1))
+"""inet_diag_req_v2.idiag_ext bits for tcp_info and the congestion control's name (ss -i)."""
+EXT_MEMORY = 1 << (INET_DIAG_SKMEMINFO - 1)
+"""idiag_ext bit for sk_meminfo (ss -m)."""
+
+_INET_DETAIL_MSG = struct.Struct("=IH10x xBBB HH16s16s 4xII I IIII")
+"""inet_diag_msg with its timer, retransmits, cookie and timer expiry."""
+
+# struct tcp_info (include/uapi/linux/tcp.h) up to tcpi_received_ce (Linux 6.10); a kernel sends
+# the prefix it knows, so older kernels' messages are shorter and newer ones' longer.
+_TCP_INFO_FIELDS = (
+    ("state", "B"), ("ca_state", "B"), ("retransmits", "B"), ("probes", "B"), ("backoff", "B"),
+    ("options", "B"), ("wscale", "B"), ("flags", "B"),
+    ("rto", "I"), ("ato", "I"), ("snd_mss", "I"), ("rcv_mss", "I"),
+    ("unacked", "I"), ("sacked", "I"), ("lost", "I"), ("retrans", "I"), ("fackets", "I"),
+    ("last_data_sent", "I"), ("last_ack_sent", "I"), ("last_data_recv", "I"),
+    ("last_ack_recv", "I"),
+    ("pmtu", "I"), ("rcv_ssthresh", "I"), ("rtt", "I"), ("rttvar", "I"), ("snd_ssthresh", "I"),
+    ("snd_cwnd", "I"), ("advmss", "I"), ("reordering", "I"),
+    ("rcv_rtt", "I"), ("rcv_space", "I"), ("total_retrans", "I"),
+    ("pacing_rate", "Q"), ("max_pacing_rate", "Q"), ("bytes_acked", "Q"), ("bytes_received", "Q"),
+    ("segs_out", "I"), ("segs_in", "I"),
+    ("notsent_bytes", "I"), ("min_rtt", "I"), ("data_segs_in", "I"), ("data_segs_out", "I"),
+    ("delivery_rate", "Q"),
+    ("busy_time", "Q"), ("rwnd_limited", "Q"), ("sndbuf_limited", "Q"),
+    ("delivered", "I"), ("delivered_ce", "I"),
+    ("bytes_sent", "Q"), ("bytes_retrans", "Q"), ("dsack_dups", "I"), ("reord_seen", "I"),
+    ("rcv_ooopack", "I"), ("snd_wnd", "I"), ("rcv_wnd", "I"), ("rehash", "I"),
+    ("total_rto", "H"), ("total_rto_recoveries", "H"), ("total_rto_time", "I"),
+    ("received_ce", "I"),
+)  # fmt: skip
+_TCP_INFO = struct.Struct("=" + "".join(code for _, code in _TCP_INFO_FIELDS))
+_TCP_INFO_NAMES = tuple(name for name, _ in _TCP_INFO_FIELDS)
+_TCP_INFO_ENDS = tuple(
+    itertools.accumulate(struct.calcsize("=" + code) for _, code in _TCP_INFO_FIELDS)
+)
+
+
+def tcp_info(raw: bytes) -> dict[str, int | str]:
+    """A tcp_info attribute as a dict: the fields the kernel sent (a prefix of the struct), the
+    wscale byte split into ``snd_wscale``/``rcv_wscale`` and the flags byte's
+    ``delivery_rate_app_limited``/``fastopen_client_fail``."""
+    size = len(raw)
+    if size >= _TCP_INFO.size:
+        names: Sequence[str] = _TCP_INFO_NAMES
+        values = _TCP_INFO.unpack_from(raw)
+    else:
+        count = bisect.bisect_right(_TCP_INFO_ENDS, size)
+        names = _TCP_INFO_NAMES[:count]
+        values = _TCP_INFO.unpack(raw + bytes(_TCP_INFO.size - size))[:count]
+    info: dict[str, int | str] = dict(zip(names, values, strict=True))
+    if "wscale" in info:
+        wscale = int(info.pop("wscale"))
+        info["snd_wscale"], info["rcv_wscale"] = wscale & 0xF, wscale >> 4
+    if "flags" in info:
+        flags = int(info.pop("flags"))
+        info["delivery_rate_app_limited"] = flags & 1
+        info["fastopen_client_fail"] = (flags >> 1) & 3
+    return info
+
+
+def _meminfo(buf: bytes, at: int, length: int) -> list[int]:
+    """sk_meminfo counters (SK_MEMINFO_*: rmem_alloc, rcvbuf, wmem_alloc, sndbuf, fwd_alloc,
+    wmem_queued, optmem, backlog, drops); as many as the kernel sent."""
+    count = length // 4
+    return list(struct.unpack_from(f"={count}I", buf, at))
+
+
+def _inet_attributes(
+    buf: bytes, at: int, stop: int
+) -> tuple[dict[str, int | str] | None, list[int] | None, bool | None, int | None]:
+    """A socket message's tcp_info (with its congestion control's name), sk_meminfo,
+    IPV6_V6ONLY (sent for every IPv6 socket) and shutdown bits (sent for every socket)."""
+    info: dict[str, int | str] | None = None
+    congestion: str | None = None
+    skmem: list[int] | None = None
+    v6only: bool | None = None
+    shutdown: int | None = None
+    while at + 4 <= stop:
+        attr_len, attr_type = _NLATTR.unpack_from(buf, at)
+        if attr_len < 4:
+            break
+        if attr_type == INET_DIAG_INFO:
+            info = tcp_info(buf[at + 4 : at + attr_len])
+        elif attr_type == INET_DIAG_CONG:
+            congestion = buf[at + 4 : at + attr_len].split(b"\0", 1)[0].decode("ascii", "replace")
+        elif attr_type == INET_DIAG_SKMEMINFO:
+            skmem = _meminfo(buf, at + 4, attr_len - 4)
+        elif attr_type == INET_DIAG_SKV6ONLY and attr_len > 4:
+            v6only = buf[at + 4] != 0
+        elif attr_type == INET_DIAG_SHUTDOWN and attr_len > 4:
+            shutdown = buf[at + 4]
+        at += (attr_len + 3) & ~3
+    if info is not None and congestion is not None:
+        info["congestion"] = congestion
+    return info, skmem, v6only, shutdown
+
+
+def _inet_detail_chunk(buf: bytes, addresses: _Addresses) -> tuple[InetChunk, _End]:
+    """The sockets of one reply buffer with their :data:`Details` (message by message: the
+    attributes differ from socket to socket)."""
+    rows: list[tuple[Any, ...]] = []
+    offset, end = 0, len(buf)
+    status: _End = None
+    while offset < end:
+        try:
+            (length, kind, state, timer, retrans, sport, dport, src, dst, low, high, expires, rq, wq,
+             uid, inode) = _INET_DETAIL_MSG.unpack_from(buf, offset)  # fmt: skip
+        except struct.error:
+            length, kind = _NLMSG_HEADER.unpack_from(buf, offset)
+        if kind != SOCK_DIAG_BY_FAMILY:
+            status = _control(buf, offset, kind, length)
+            if status is not None:
+                break
+            offset += (length + 3) & ~3
+            continue
+        info, skmem, v6only, shutdown = _inet_attributes(
+            buf, offset + _INET_DETAIL_MSG.size, offset + length
+        )
+        timed = (timer, expires, retrans) if timer else None
+        details = (low | high << 32, v6only, timed, info, skmem, shutdown)
+        rows.append(
+            (state, rq, wq, inode, addresses[src], sport, addresses[dst], dport, uid, details)
+        )
+        offset += (length + 3) & ~3
+    chunk = InetChunk.from_rows(rows)
+    return chunk._replace(
+        local_port=_ports(chunk.local_port), remote_port=_ports(chunk.remote_port)
+    ), status
+
+
 def _inet_id_chunk(buf: bytes, addresses: _Addresses) -> "tuple[_IdChunk, _End]":
     """:func:`_inet_chunk_slowly` that also keeps each socket's raw sockid (for SOCK_DESTROY)."""
     rows: list[tuple[Any, ...]] = []
@@ -612,7 +806,7 @@ class _IdChunk(NamedTuple):
         return len(self.ids)
 
 
-def _unix_chunk(buf: bytes) -> tuple[UnixChunk, _End]:
+def _unix_chunk(buf: bytes, details: bool = False) -> tuple[UnixChunk, _End]:
     rows: list[tuple[Any, ...]] = []
     append = rows.append
     unpack = _UNIX_MSG.unpack_from
@@ -634,6 +828,8 @@ def _unix_chunk(buf: bytes) -> tuple[UnixChunk, _End]:
         name: bytes | None = None
         peer = rq = wq = 0
         uid: int | None = None
+        skmem: list[int] | None = None
+        shutdown: int | None = None
         at, stop = offset + size, offset + length
         while at + 4 <= stop:
             attr_len, attr_type = attr(buf, at)
@@ -647,10 +843,22 @@ def _unix_chunk(buf: bytes) -> tuple[UnixChunk, _End]:
                 rq, wq = _RQLEN.unpack_from(buf, at + 4)
             elif attr_type == _UNIX_DIAG_UID:
                 (uid,) = u32(buf, at + 4)
+            elif attr_type == _UNIX_DIAG_MEMINFO:
+                skmem = _meminfo(buf, at + 4, attr_len - 4)
+            elif attr_type == _UNIX_DIAG_SHUTDOWN and attr_len > 4:
+                shutdown = buf[at + 4]
             at += (attr_len + 3) & ~3
+        row = (sock_type, state, rq, wq, inode, name, peer, uid)
+        append((*row, _unix_details(buf, offset, skmem, shutdown)) if details else row)
         offset += (length + 3) & ~3
-        append((sock_type, state, rq, wq, inode, name, peer, uid))
     return UnixChunk.from_rows(rows), None
+
+
+def _unix_details(
+    buf: bytes, offset: int, skmem: list[int] | None, shutdown: int | None
+) -> Details:
+    low, high = _UNIX_COOKIE.unpack_from(buf, offset + _UNIX_MSG.size - 8)
+    return (low | high << 32, None, None, None, skmem, shutdown)
 
 
 def _unix_name(raw: bytes) -> bytes:

@@ -404,7 +404,9 @@ def _targets(
     targets: list[_Target] = []
     seen: set[tuple[int, int]] = set()
     if netns is None:
-        targets.append(_Target(None, None))
+        host = _Target(None, None)
+        stack.callback(host.close)  # its sock_diag socket, once opened
+        targets.append(host)
         seen.add(linux.ns_identity("/proc/thread-self/ns/net"))
     for name, path in named:
         try:
@@ -460,11 +462,16 @@ class _Sources:
         self._unavailable: set[str] = set()
 
     def inet(
-        self, target: _Target, table: _Table, mask: int, bytecode: bytes = b""
+        self,
+        target: _Target,
+        table: _Table,
+        mask: int,
+        bytecode: bytes = b"",
+        ext: int | None = None,
     ) -> Iterator[sockdiag.InetChunk]:
         if target.diag is not None and table.proc_name not in self._unavailable:
             try:
-                yield from target.diag.inet(table.family, table.protocol, mask, bytecode)
+                yield from target.diag.inet(table.family, table.protocol, mask, bytecode, ext)
             except sockdiag.SockDiagUnavailable:
                 # Raised by the first recv, before any row: switching to /proc/net is clean.
                 self._unavailable.add(table.proc_name)
@@ -474,10 +481,12 @@ class _Sources:
         with self._open_proc(target, table) as file:
             yield from sockdiag.proc_net_inet(file, table.family, mask)
 
-    def unix(self, target: _Target, mask: int) -> Iterator[sockdiag.UnixChunk]:
+    def unix(
+        self, target: _Target, mask: int, memory: bool | None = None
+    ) -> Iterator[sockdiag.UnixChunk]:
         if target.diag is not None and "unix" not in self._unavailable:
             try:
-                yield from target.diag.unix(mask)
+                yield from target.diag.unix(mask, memory)
             except sockdiag.SockDiagUnavailable:
                 self._unavailable.add("unix")
             else:
@@ -694,6 +703,23 @@ def _unix_tail(c: sockdiag.UnixChunk, procs: "_Processes | None") -> str:
 
 _UNIX_TYPE_JSON = {number: f'"{name}"' for number, name in _UNIX_TYPES.items()}
 
+_DETAIL_COLUMNS = (("extended", "cookie"), ("extended", "v6only"), ("timers", "timer"),
+                   ("info", "tcp_info"), ("memory", "skmem"), ("extended", "shutdown"))  # fmt: skip
+"""Request flag and SockBatch column of each of sockdiag.Details' six parts, in its order."""
+
+
+def _wanted_details(request: p.SockListRequest) -> tuple[int, ...]:
+    """Which parts of the sockets' details a listing sends (indexes into sockdiag.Details)."""
+    return tuple(i for i, (flag, _) in enumerate(_DETAIL_COLUMNS) if getattr(request, flag))
+
+
+def _details_json(c: "sockdiag.InetChunk | sockdiag.UnixChunk", wanted: tuple[int, ...]) -> str:
+    """The detail columns a request asked for (null cells where a source had none: /proc/net)."""
+    details = (
+        c.details if len(c.details) == c.count() else [(None,) * len(_DETAIL_COLUMNS)] * c.count()
+    )
+    return "".join(f',"{_DETAIL_COLUMNS[i][1]}":{_dumps([d[i] for d in details])}' for i in wanted)
+
 
 def _inet_keep(
     f: _Filters, only: set[int] | None, family: int
@@ -810,22 +836,39 @@ class _Listing:
     def _inet(self, target: _Target, table: _Table) -> Iterator[str]:
         header, type_name = _header(target, table), f'"{table.type_name}"'
         keep = _inet_keep(self.filters, self.only, table.family)
-        chunks = self.sources.inet(target, table, self.filters.state_mask, self.filters.bytecode)
+        wanted = _wanted_details(self.request)
+        ext = (
+            None
+            if not wanted
+            else (
+                (sockdiag.EXT_INFO if self.request.info else 0)
+                | (sockdiag.EXT_MEMORY if self.request.memory else 0)
+            )
+        )
+        chunks = self.sources.inet(
+            target, table, self.filters.state_mask, self.filters.bytecode, ext
+        )
         if keep is not None:
             chunks = (c.select(keep(c)) for c in chunks)
 
         def main(chunk: sockdiag.InetChunk) -> str:
-            return _inet_main(header, type_name, chunk)
+            text = _inet_main(header, type_name, chunk)
+            return text + _details_json(chunk, wanted) if wanted else text
 
         yield from self._batches(chunks, main, _inet_tail)
 
     def _unix(self, target: _Target) -> Iterator[str]:
         header = _header(target, _UNIX_TABLE)
         keep = _unix_keep(self.filters, self.only)
-        chunks = (c.select(keep(c)) for c in self.sources.unix(target, self.filters.state_mask))
+        wanted = _wanted_details(self.request)
+        memory = self.request.memory if wanted else None
+        chunks = (
+            c.select(keep(c)) for c in self.sources.unix(target, self.filters.state_mask, memory)
+        )
 
         def main(chunk: sockdiag.UnixChunk) -> str:
-            return _unix_main(header, chunk)
+            text = _unix_main(header, chunk)
+            return text + _details_json(chunk, wanted) if wanted else text
 
         yield from self._batches(chunks, main, _unix_tail)
 

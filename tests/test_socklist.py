@@ -31,13 +31,16 @@ from typing import Any
 import pytest
 
 from sockctl import InvalidRequest, NotFound, SockInfo
-from sockctl._socktable import cells
+from sockctl._socktable import cells, detail_texts
 from sockctl.protocol import (
     MAX_MESSAGE,
     MAX_SOCK_PROCESSES,
     SockBatch,
     SockListRequest,
+    SockMemory,
     SockProcess,
+    SockTimer,
+    TcpInfo,
     WireTypeError,
     from_wire,
     sock_batch_from_wire,
@@ -77,6 +80,19 @@ server, _ = l4.accept()
 client.close()
 time.sleep(0.05)
 server.close()
+extra = keep(socket.create_server(("127.0.0.1", 0)))
+half = keep(socket.create_connection(extra.getsockname()))
+keep(extra.accept()[0])
+half.shutdown(socket.SHUT_WR)  # half-closed: FIN-WAIT-2 here, CLOSE-WAIT at the other end
+queued = keep(socket.create_connection(extra.getsockname()))
+keep(extra.accept()[0])
+queued.sendall(b"q" * 3000)  # never read: Recv-Q 3000 on the accepted end
+queued.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)  # a timer: ss -o's keepalive
+carrier = keep(*socket.socketpair())
+flying = socket.socket()
+flying.bind(("127.0.0.1", 0))
+socket.send_fds(carrier, [b"f"], [flying.fileno()])  # in flight over SCM_RIGHTS: no holder
+flying.close()
 u4 = keep(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
 u4.bind(("127.0.0.1", 0))
 u6 = keep(socket.socket(socket.AF_INET6, socket.SOCK_DGRAM))
@@ -141,6 +157,7 @@ def _start_holder(name: str, directory: str, prefix: list[str], raw: bool) -> Ho
     line = proc.stdout.readline()
     if not line:
         proc.kill()
+        proc.communicate()  # reaps it and closes both pipes
         raise AssertionError(f"zoo holder failed in {name}")
     return Holder(proc, json.loads(line))
 
@@ -247,6 +264,35 @@ def _netid(s: SockInfo) -> str:
     return _NETIDS[s.type] if s.kind == "unix" else s.kind
 
 
+def _ss_lines(name: str, *args: str) -> list[str]:
+    """ss's rows with their continuation lines (-i, -m: a tab, then more fields) joined."""
+    out = subprocess.run(
+        ["ip", "netns", "exec", name, "ss", "-H", *args], capture_output=True, text=True, check=True
+    ).stdout
+    rows: list[str] = []
+    for line in out.splitlines():
+        if line.startswith("\t") and rows:
+            rows[-1] += " " + line.strip()
+        elif line.strip():
+            rows.append(line)
+    return rows
+
+
+_MOVING = re.compile(
+    r"\b(?:send|pacing_rate|delivery_rate) \S+|\b(?:lastsnd|lastrcv|lastack|busy):\S+"
+    r"|\b(?:bbr|cubic|dctcp|cgroup):\(?[^ )]*\)?|\bino:0\b"
+)
+"""What two looks at one idle socket may see differently (times since, rates), or what only ss
+prints (its congestion module's own block, the cgroup path)."""
+
+
+def _detail_tokens(text: str) -> set[str]:
+    """A row's detail fields as comparable tokens: a timer without its expiry (it counts down)."""
+    tokens = set(_MOVING.sub(" ", text).split())
+    timers = {t for t in tokens if t.startswith("timer:(")}
+    return (tokens - timers) | {re.sub(r",[^,]*,", ",", t) for t in timers}
+
+
 # Parity ---------------------------------------------------------------------------------------------
 
 
@@ -296,6 +342,40 @@ def _assert_equals_ss(daemon: Daemon, zoo: Zoo) -> None:
     ]:
         assert kinds[wanted], wanted
     assert len(ours) == len(sockets)
+
+
+def test_details_equal_ss_e_o_i_m(shared_daemon: Daemon, zoo: Zoo) -> None:
+    """-e -o -i -m: every field ss prints for a socket (uid, ino, sk, timer, skmem, tcp_info),
+    but those that change between two looks, is in sockd's row for the same inode."""
+    batches, _ = shared_daemon.client().sock_batches(
+        netns=zoo.name, extended=True, timers=True, info=True, memory=True, processes=False
+    )
+    ours: dict[tuple[str, int], str] = {
+        (batch.kind, inode): text
+        for batch in batches
+        for inode, text in zip(batch.inode, detail_texts(batch), strict=True)
+        if inode
+    }
+    compared = Counter[str]()
+    for line in _ss_lines(zoo.name, "-tuwan", "-e", "-o", "-i", "-m"):
+        kind, found = line.split()[0], re.search(r"\bino:(\d+)", line)
+        if found is None or found.group(1) == "0" or kind == "raw":
+            continue  # TIME-WAIT entries (no socket), RAW (read from /proc/net by both)
+        theirs = _detail_tokens(line.split(None, 6)[6])
+        mine = _detail_tokens(ours[(kind, int(found.group(1)))])
+        assert theirs <= mine, (line, sorted(theirs - mine))
+        # Ours adds only what ss 6.1 does not know yet (newer tcp_info fields).
+        assert {t.split(":")[0] for t in mine - theirs} <= {"rcv_wnd"}, (line, mine - theirs)
+        compared.update(t.split(":")[0] for t in theirs)
+    for field in ("ino", "sk", "skmem", "uid", "timer", "rto", "cwnd", "mss", "bytes_received",
+                  "rcv_space", "wscale"):  # fmt: skip
+        assert compared[field], (field, compared)
+    for line in _ss_lines(zoo.name, "-xa", "-m"):
+        inode = int(line.split()[5])
+        (skmem,) = re.findall(r"skmem:\([^)]*\)", line)
+        assert skmem in ours[("unix", inode)], (line, ours[("unix", inode)])
+        compared["unix skmem"] += 1
+    assert compared["unix skmem"] >= 10
 
 
 def test_batches_encoded_while_the_scan_runs_get_the_same_holders(zoo: Zoo) -> None:
@@ -585,9 +665,7 @@ def test_sock_diag_and_proc_net_agree(zoo: Zoo) -> None:
                 (socket.AF_INET6, socket.IPPROTO_UDP, "udp6"),
             ]:
                 kernel = {
-                    r
-                    for c in diag.inet(family, protocol, sockdiag.ALL_STATES)
-                    for r in zip(*c, strict=True)
+                    r for c in diag.inet(family, protocol, sockdiag.ALL_STATES) for r in c.rows()
                 }
                 with sockdiag.run_in_netns(
                     fd, functools.partial(sockdiag.open_proc_net, table)
@@ -595,7 +673,7 @@ def test_sock_diag_and_proc_net_agree(zoo: Zoo) -> None:
                     parsed = {
                         r
                         for c in sockdiag.proc_net_inet(file, family, sockdiag.ALL_STATES)
-                        for r in zip(*c, strict=True)
+                        for r in c.rows()
                     }
 
                 # TIME-WAIT sockets (inode 0) show their sub-state in sock_diag, 6 in /proc; the
@@ -604,12 +682,10 @@ def test_sock_diag_and_proc_net_agree(zoo: Zoo) -> None:
                     return (r[0], r[3], r[4], r[5], r[6], r[7], r[8])
 
                 assert {key(r) for r in kernel if r[3]} == {key(r) for r in parsed if r[3]}, table
-            unix = {r for c in diag.unix(sockdiag.ALL_STATES) for r in zip(*c, strict=True)}
+            unix = {r for c in diag.unix(sockdiag.ALL_STATES) for r in c.rows()}
             with sockdiag.run_in_netns(fd, lambda: sockdiag.open_proc_net("unix")) as file:
                 parsed_unix = {
-                    r
-                    for c in sockdiag.proc_net_unix(file, sockdiag.ALL_STATES)
-                    for r in zip(*c, strict=True)
+                    r for c in sockdiag.proc_net_unix(file, sockdiag.ALL_STATES) for r in c.rows()
                 }
 
             # /proc/net/unix prints an abstract name's NULs as @.
@@ -849,6 +925,36 @@ def test_cli_ss_default_flags_and_no_header(shared_daemon: Daemon) -> None:
     assert empty.stdout == ""
 
 
+def test_cli_details_as_ss_prints_them(shared_daemon: Daemon) -> None:
+    """-eoim as ss takes them: the row, then tcp_info and skmem on a tab-indented line; --json
+    carries the same as typed fields; without the flags neither appears."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = str(listener.getsockname()[1])
+        with socket.create_connection(("127.0.0.1", int(port))) as conn, listener.accept()[0]:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            inode = os.fstat(conn.fileno()).st_ino
+            query = ["sock", "list", "-t", "--dport", port, "-H"]
+            shown = sockctl(shared_daemon, *query, "-eoim")
+            assert shown.returncode == 0, shown.stderr
+            row, info = shown.stdout.splitlines()
+            assert re.search(rf"timer:\(keepalive,\d+min,0\) ino:{inode} sk:[0-9a-f]+ <->$", row)
+            assert info.startswith("\t skmem:(r0,rb"), info
+            assert re.search(r" cubic | bbr | reno ", info) and " cwnd:10" in info, info
+            plain = sockctl(shared_daemon, *query)
+            (plain_row,) = plain.stdout.splitlines()
+            assert f"127.0.0.1:{port}" in plain_row
+            assert not re.search(r"timer:|ino:|sk:|skmem|cwnd|<->", plain_row), plain_row
+            typed = sockctl(shared_daemon, "--json", *query, "--extended", "--options", "--info",
+                            "--memory").json()  # fmt: skip
+            (sock,) = typed["sockets"]
+            assert sock["inode"] == inode and sock["shutdown"] == 0 and sock["v6only"] is None
+            assert sock["timer"]["name"] == "keepalive" and sock["timer"]["retrans"] == 0
+            assert sock["tcp_info"]["snd_cwnd"] == 10 and sock["tcp_info"]["state"] == 1
+            assert sock["memory"]["rcvbuf"] > 0 and f"sk:{sock['cookie']:x}" in row
+            bare = sockctl(shared_daemon, "--json", *query).json()
+            assert bare["sockets"][0]["tcp_info"] is None and bare["sockets"][0]["cookie"] is None
+
+
 def test_cli_port_and_user_names(shared_daemon: Daemon) -> None:
     """--sport/--dport take /etc/services names and --uid a user name, resolved in the client."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
@@ -985,9 +1091,68 @@ def test_batch_decoder_rejects_contract_breaks() -> None:
         {**good, "holders_omitted": [1, 2], "holders": [[1, 3]], **table},
         {k: v for k, v in good.items() if k != "state"},
         [good],
+        *({**good, name: bad} for name, bad in _BROKEN_DETAILS),
     ]:
         with pytest.raises(WireTypeError):
             sock_batch_from_wire(broken)
+
+
+_BROKEN_DETAILS: list[tuple[str, Any]] = [
+    ("cookie", ["1"]),
+    ("cookie", [1, 2]),
+    ("v6only", [1]),
+    ("timer", [[2, 1000]]),
+    ("timer", [[9, 1000, 0]]),
+    ("timer", [[2, "1000", 0]]),
+    ("timer", [{"kind": 2}]),
+    ("tcp_info", [[1]]),
+    ("tcp_info", [{"rtt": "1"}]),
+    ("tcp_info", [{"rtt": True}]),
+    ("tcp_info", [{"congestion": 1}]),
+    ("skmem", [["r0"]]),
+    ("skmem", [0]),
+    ("shutdown", [4]),
+    ("shutdown", [-1]),
+    ("shutdown", [True]),
+    ("shutdown", ["1"]),
+]
+"""Detail columns (sock list -e -o -i -m) that break the contract, for the good batch above."""
+
+
+def test_batch_decoder_reads_details() -> None:
+    """Each detail column lands in its SockInfo field; fields a newer daemon adds are dropped,
+    counters an older kernel leaves out stay None."""
+    batch = {
+        "kind": "tcp",
+        "family": "inet6",
+        "type": ["stream", "stream"],
+        "state": ["established", "listening"],
+        "recv_q": [0, 0],
+        "send_q": [0, 128],
+        "local": ["::1", "::"],
+        "local_port": [40000, 80],
+        "remote": ["::1", "::"],
+        "remote_port": [80, 0],
+        "inode": [1, 2],
+        "uid": [0, 0],
+        "cookie": [0x1A, 0x2B],
+        "v6only": [False, True],
+        "timer": [[2, 7_200_000, 0], None],
+        "tcp_info": [{"rtt": 21, "snd_cwnd": 10, "congestion": "cubic", "tcpi_future": 1}, None],
+        "skmem": [[0, 131072, 0, 16384], None],
+        "shutdown": [1, 0],
+    }
+    first, second = sock_batch_rows(sock_batch_from_wire(batch))
+    assert (first.cookie, first.v6only, first.shutdown) == (0x1A, False, 1)
+    assert first.timer == SockTimer(name="keepalive", expires_ms=7_200_000, retrans=0)
+    assert first.tcp_info == TcpInfo(rtt=21, snd_cwnd=10, congestion="cubic")
+    assert first.memory == SockMemory(rmem_alloc=0, rcvbuf=131072, wmem_alloc=0, sndbuf=16384)
+    assert (second.cookie, second.v6only, second.shutdown) == (0x2B, True, 0)
+    assert (second.timer, second.tcp_info, second.memory) == (None, None, None)
+    texts = detail_texts(sock_batch_from_wire(batch))
+    assert texts[0].startswith(" timer:(keepalive,120min,0) ino:1 sk:1a v6only:0 -->\n\t skmem:(")
+    assert "cubic rtt:0.021/0 cwnd:10" in texts[0]
+    assert texts[1] == " ino:2 sk:2b v6only:1 <->"
 
 
 # Summary and CLI ---------------------------------------------------------------------------------------
