@@ -17,8 +17,8 @@ interleaved in the same run (median of --repeat):
   when it loads (the table says which it used);
 - the whole CLI command `sockctl sock list -t -N NAME [--no-processes]` (start-up included), its
   table written to a pipe like ss's;
-- with every socket's tcp_info and skmem (`-im`): `ss -tanim` beside the library call with
-  `info=True, memory=True` and the CLI's `sock list -t -im --no-processes` (issue 15: <= 1.3x).
+- with every socket's tcp_info (`-i`): `ss -tani` beside the library call with `info=True` and
+  the CLI's `sock list -t -i --no-processes` (issue 15: <= 1.2x).
 
 The targets (issue 4): with processes <= 1.0 x `ss -tanp`; without <= 1.3 x `ss -tan`;
 >= 2.5 x faster than psutil. It also reports the daemon's peak RSS growth (VmHWM after the runs
@@ -213,11 +213,11 @@ def measure(
         cases: dict[str, Callable[[], object]] = {
             "ss -tan": command([*nsenter, "ss", "-tan"]),
             "ss -tanp": command([*nsenter, "ss", "-tanp"]),
-            "ss -tanim": command([*nsenter, "ss", "-tanim"]),
-            "lib -im": lambda: client.sock_list(
-                kinds=["tcp"], netns=name, processes=False, info=True, memory=True
+            "ss -tani": command([*nsenter, "ss", "-tani"]),
+            "lib -i": lambda: client.sock_list(
+                kinds=["tcp"], netns=name, processes=False, info=True
             ),
-            "cli -im": command([*sockctl, "--no-processes", "-im"], cli_env),
+            "cli -i": command([*sockctl, "--no-processes", "-i"], cli_env),
             "lib sock_list": lambda: client.sock_list(kinds=["tcp"], netns=name, processes=False),
             "lib sock_list +proc": lambda: client.sock_list(kinds=["tcp"], netns=name),
             "lib +/proc": lambda: proc_client.sock_list(kinds=["tcp"], netns=name),
@@ -287,7 +287,7 @@ def main() -> None:
 COLUMNS = [
     ("ss -tan", "ss -tan"),
     ("ss -tanp", "ss -tanp"),
-    ("ss -tanim", "ss -tanim"),
+    ("ss -tani", "ss -tani"),
     ("psutil", "psutil"),
     ("lib", "lib sock_list"),
     ("lib+proc", "lib sock_list +proc"),
@@ -295,8 +295,8 @@ COLUMNS = [
     ("batches", "lib batches"),
     ("cli", "cli sock list"),
     ("cli+proc", "cli sock list +proc"),
-    ("lib -im", "lib -im"),
-    ("cli -im", "cli -im"),
+    ("lib -i", "lib -i"),
+    ("cli -i", "cli -i"),
 ]
 CHECKS = [
     ("lib+proc / ss -tanp  (<= 1.0)", "lib sock_list +proc", "ss -tanp"),
@@ -305,8 +305,8 @@ CHECKS = [
     ("lib / ss -tan        (<= 1.3)", "lib sock_list", "ss -tan"),
     ("batches / ss -tan    (<= 1.3)", "lib batches", "ss -tan"),
     ("cli / ss -tan        (<= 1.3)", "cli sock list", "ss -tan"),
-    ("lib -im / ss -tanim  (<= 1.3)", "lib -im", "ss -tanim"),
-    ("cli -im / ss -tanim  (<= 1.3)", "cli -im", "ss -tanim"),
+    ("lib -i / ss -tani    (<= 1.2)", "lib -i", "ss -tani"),
+    ("cli -i / ss -tani    (<= 1.2)", "cli -i", "ss -tani"),
     ("psutil / lib+proc    (>= 2.5)", "psutil", "lib sock_list +proc"),
     ("psutil / cli+proc    (>= 2.5)", "psutil", "cli sock list +proc"),
 ]

@@ -26,6 +26,7 @@ import errno
 import functools
 import ipaddress
 import itertools
+import operator
 import os
 import socket
 import struct
@@ -115,14 +116,16 @@ Details = tuple[
     int,
     "bool | None",
     "tuple[int, int, int] | None",
-    "dict[str, int | str] | None",
+    "bytes | None",
     "list[int] | None",
     "int | None",
+    "str | None",
 ]
 """One socket's details: its cookie (ss -e ``sk:``), IPV6_V6ONLY of an IPv6 socket (ss -e
 ``v6only:``; None for others), its timer as (kind, expires ms, retransmits) or None (ss -o), its
-tcp_info as a dict of the kernel's names without ``tcpi_`` plus ``congestion`` (ss -i), its
-sk_meminfo counters (ss -m), its sk_shutdown bits (1: receive, 2: send; ss -e's ``<->``)."""
+struct tcp_info as the kernel sent it (ss -i; decoded by the client, :func:`protocol.tcp_info`),
+its sk_meminfo counters (ss -m), its sk_shutdown bits (1: receive, 2: send; ss -e's ``<->``) and
+its congestion control's name (ss -i)."""
 
 
 def _columns(rows: list[tuple[Any, ...]], fields: int) -> list[Sequence[Any]]:
@@ -319,7 +322,11 @@ class DiagSocket:
         request = self._inet_request(family, protocol, states, bytecode, raw_protocol, ext or 0)
         addresses = self._addresses[family]
         if ext is not None:
-            return self._dump(request, lambda buf: _inet_detail_chunk(buf, addresses))
+            layouts: dict[int, _Layout | None] = {}
+            made = [0]
+            return self._dump(
+                request, lambda buf: _inet_detail_chunk(buf, addresses, layouts, made)
+            )
         return self._dump(request, lambda buf: _inet_chunk(buf, addresses))
 
     def inet_ids(
@@ -644,58 +651,6 @@ EXT_MEMORY = 1 << (INET_DIAG_SKMEMINFO - 1)
 _INET_DETAIL_MSG = struct.Struct("=IH10x xBBB HH16s16s 4xII I IIII")
 """inet_diag_msg with its timer, retransmits, cookie and timer expiry."""
 
-# struct tcp_info (include/uapi/linux/tcp.h) up to tcpi_received_ce (Linux 6.10); a kernel sends
-# the prefix it knows, so older kernels' messages are shorter and newer ones' longer.
-_TCP_INFO_FIELDS = (
-    ("state", "B"), ("ca_state", "B"), ("retransmits", "B"), ("probes", "B"), ("backoff", "B"),
-    ("options", "B"), ("wscale", "B"), ("flags", "B"),
-    ("rto", "I"), ("ato", "I"), ("snd_mss", "I"), ("rcv_mss", "I"),
-    ("unacked", "I"), ("sacked", "I"), ("lost", "I"), ("retrans", "I"), ("fackets", "I"),
-    ("last_data_sent", "I"), ("last_ack_sent", "I"), ("last_data_recv", "I"),
-    ("last_ack_recv", "I"),
-    ("pmtu", "I"), ("rcv_ssthresh", "I"), ("rtt", "I"), ("rttvar", "I"), ("snd_ssthresh", "I"),
-    ("snd_cwnd", "I"), ("advmss", "I"), ("reordering", "I"),
-    ("rcv_rtt", "I"), ("rcv_space", "I"), ("total_retrans", "I"),
-    ("pacing_rate", "Q"), ("max_pacing_rate", "Q"), ("bytes_acked", "Q"), ("bytes_received", "Q"),
-    ("segs_out", "I"), ("segs_in", "I"),
-    ("notsent_bytes", "I"), ("min_rtt", "I"), ("data_segs_in", "I"), ("data_segs_out", "I"),
-    ("delivery_rate", "Q"),
-    ("busy_time", "Q"), ("rwnd_limited", "Q"), ("sndbuf_limited", "Q"),
-    ("delivered", "I"), ("delivered_ce", "I"),
-    ("bytes_sent", "Q"), ("bytes_retrans", "Q"), ("dsack_dups", "I"), ("reord_seen", "I"),
-    ("rcv_ooopack", "I"), ("snd_wnd", "I"), ("rcv_wnd", "I"), ("rehash", "I"),
-    ("total_rto", "H"), ("total_rto_recoveries", "H"), ("total_rto_time", "I"),
-    ("received_ce", "I"),
-)  # fmt: skip
-_TCP_INFO = struct.Struct("=" + "".join(code for _, code in _TCP_INFO_FIELDS))
-_TCP_INFO_NAMES = tuple(name for name, _ in _TCP_INFO_FIELDS)
-_TCP_INFO_ENDS = tuple(
-    itertools.accumulate(struct.calcsize("=" + code) for _, code in _TCP_INFO_FIELDS)
-)
-
-
-def tcp_info(raw: bytes) -> dict[str, int | str]:
-    """A tcp_info attribute as a dict: the fields the kernel sent (a prefix of the struct), the
-    wscale byte split into ``snd_wscale``/``rcv_wscale`` and the flags byte's
-    ``delivery_rate_app_limited``/``fastopen_client_fail``."""
-    size = len(raw)
-    if size >= _TCP_INFO.size:
-        names: Sequence[str] = _TCP_INFO_NAMES
-        values = _TCP_INFO.unpack_from(raw)
-    else:
-        count = bisect.bisect_right(_TCP_INFO_ENDS, size)
-        names = _TCP_INFO_NAMES[:count]
-        values = _TCP_INFO.unpack(raw + bytes(_TCP_INFO.size - size))[:count]
-    info: dict[str, int | str] = dict(zip(names, values, strict=True))
-    if "wscale" in info:
-        wscale = int(info.pop("wscale"))
-        info["snd_wscale"], info["rcv_wscale"] = wscale & 0xF, wscale >> 4
-    if "flags" in info:
-        flags = int(info.pop("flags"))
-        info["delivery_rate_app_limited"] = flags & 1
-        info["fastopen_client_fail"] = (flags >> 1) & 3
-    return info
-
 
 def _meminfo(buf: bytes, at: int, length: int) -> list[int]:
     """sk_meminfo counters (SK_MEMINFO_*: rmem_alloc, rcvbuf, wmem_alloc, sndbuf, fwd_alloc,
@@ -706,20 +661,22 @@ def _meminfo(buf: bytes, at: int, length: int) -> list[int]:
 
 def _inet_attributes(
     buf: bytes, at: int, stop: int
-) -> tuple[dict[str, int | str] | None, list[int] | None, bool | None, int | None]:
-    """A socket message's tcp_info (with its congestion control's name), sk_meminfo,
-    IPV6_V6ONLY (sent for every IPv6 socket) and shutdown bits (sent for every socket)."""
-    info: dict[str, int | str] | None = None
+) -> tuple[bytes | None, str | None, list[int] | None, bool | None, int | None]:
+    """A socket message's tcp_info (the kernel's struct, as it sent it), its congestion control's
+    name, sk_meminfo, IPV6_V6ONLY (sent for every IPv6 socket) and shutdown bits (sent for every
+    socket)."""
+    info: bytes | None = None
     congestion: str | None = None
     skmem: list[int] | None = None
     v6only: bool | None = None
     shutdown: int | None = None
+    attr = _NLATTR.unpack_from
     while at + 4 <= stop:
-        attr_len, attr_type = _NLATTR.unpack_from(buf, at)
+        attr_len, attr_type = attr(buf, at)
         if attr_len < 4:
             break
         if attr_type == INET_DIAG_INFO:
-            info = tcp_info(buf[at + 4 : at + attr_len])
+            info = buf[at + 4 : at + attr_len]
         elif attr_type == INET_DIAG_CONG:
             congestion = buf[at + 4 : at + attr_len].split(b"\0", 1)[0].decode("ascii", "replace")
         elif attr_type == INET_DIAG_SKMEMINFO:
@@ -729,18 +686,136 @@ def _inet_attributes(
         elif attr_type == INET_DIAG_SHUTDOWN and attr_len > 4:
             shutdown = buf[at + 4]
         at += (attr_len + 3) & ~3
-    if info is not None and congestion is not None:
-        info["congestion"] = congestion
-    return info, skmem, v6only, shutdown
+    return info, congestion, skmem, v6only, shutdown
 
 
-def _inet_detail_chunk(buf: bytes, addresses: _Addresses) -> tuple[InetChunk, _End]:
-    """The sockets of one reply buffer with their :data:`Details` (message by message: the
-    attributes differ from socket to socket)."""
+class _Layout(NamedTuple):
+    """How one shape of socket message is laid out: a struct for the whole message (header, every
+    attribute's header and payload) and where its parts land in the unpacked tuple. A dump's
+    sockets come in a handful of shapes (listening, connected, per family), so one unpack per
+    message replaces a walk through its attributes; the attribute headers it unpacks must equal
+    those the layout was made from, else the message takes the walk."""
+
+    unpack_from: Callable[[bytes, int], tuple[Any, ...]]
+    headers: Callable[[tuple[Any, ...]], Any]
+    expected: Any
+    info: int | None
+    congestion: int | None
+    skmem: slice | None
+    v6only: int | None
+    shutdown: int | None
+
+
+_MAX_LAYOUTS = 64
+"""Layouts a dump may make (a message of a new shape costs one walk more): a bound for dumps
+whose messages all differ, which then take the walk."""
+_MSG_VALUES = 16  # the values _INET_DETAIL_MSG unpacks
+
+
+def _layout(buf: bytes, offset: int, length: int) -> _Layout | None:
+    """The layout of the message at ``offset`` (None when its attributes do not tile it)."""
+    parts = [_INET_DETAIL_MSG.format.lstrip("=")]
+    index, at, stop = _MSG_VALUES, offset + _INET_DETAIL_MSG.size, offset + length
+    headers: list[int] = []
+    expected: list[int] = []
+    where: dict[str, int] = {}
+    skmem: slice | None = None
+    while at + 4 <= stop:
+        attr_len, attr_type = _NLATTR.unpack_from(buf, at)
+        if attr_len < 4 or at + attr_len > stop:
+            return None
+        size = attr_len - 4
+        parts.append("HH")
+        headers += (index, index + 1)
+        expected += (attr_len, attr_type)
+        index += 2
+        if attr_type in (INET_DIAG_INFO, INET_DIAG_CONG):
+            parts.append(f"{size}s")
+            where["info" if attr_type == INET_DIAG_INFO else "congestion"] = index
+            index += 1
+        elif attr_type == INET_DIAG_SKMEMINFO:
+            parts.append(f"{size // 4}I{size % 4}x")
+            skmem = slice(index, index + size // 4)
+            index += size // 4
+        elif attr_type in (INET_DIAG_SHUTDOWN, INET_DIAG_SKV6ONLY) and size >= 1:
+            parts.append(f"B{size - 1}x")
+            where["shutdown" if attr_type == INET_DIAG_SHUTDOWN else "v6only"] = index
+            index += 1
+        else:
+            parts.append(f"{size}x")
+        padded = min((attr_len + 3) & ~3, stop - at)
+        parts.append(f"{padded - attr_len}x")
+        at += padded
+    parts.append(f"{stop - at}x")
+    whole = struct.Struct("=" + "".join(parts))
+    if whole.size != length:
+        return None
+    getter: Callable[[tuple[Any, ...]], Any] = (
+        operator.itemgetter(*headers) if headers else (lambda values: ())
+    )
+    return _Layout(
+        whole.unpack_from,
+        getter,
+        tuple(expected),
+        where.get("info"),
+        where.get("congestion"),
+        skmem,
+        where.get("v6only"),
+        where.get("shutdown"),
+    )
+
+
+@functools.cache
+def _congestion_name(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("ascii", "replace")
+
+
+def _inet_detail_chunk(
+    buf: bytes, addresses: _Addresses, layouts: dict[int, _Layout | None], made: list[int]
+) -> tuple[InetChunk, _End]:
+    """The sockets of one reply buffer with their :data:`Details`, message by message (the
+    attributes differ from socket to socket); ``layouts`` (by message length) and ``made`` (how
+    many were made) are the dump's."""
     rows: list[tuple[Any, ...]] = []
     offset, end = 0, len(buf)
     status: _End = None
+    header = _NLMSG_HEADER.unpack_from
     while offset < end:
+        length, kind = header(buf, offset)
+        layout = layouts.get(length) if kind == SOCK_DIAG_BY_FAMILY else None
+        if layout is not None and offset + length <= end:
+            values = layout.unpack_from(buf, offset)
+            if layout.headers(values) == layout.expected:
+                (state, timer, retrans, sport, dport, src, dst, low, high, expires, rq, wq, uid,
+                 inode) = values[2:_MSG_VALUES]  # fmt: skip
+                at = layout.info
+                info = None if at is None else values[at]
+                at = layout.congestion
+                congestion = None if at is None else _congestion_name(values[at])
+                part = layout.skmem
+                skmem = None if part is None else list(values[part])
+                at = layout.v6only
+                v6only = None if at is None else values[at] != 0
+                at = layout.shutdown
+                shutdown = None if at is None else values[at]
+                timed = (timer, expires, retrans) if timer else None
+                details = (low | high << 32, v6only, timed, info, skmem, shutdown, congestion)
+                rows.append(
+                    (
+                        state,
+                        rq,
+                        wq,
+                        inode,
+                        addresses[src],
+                        sport,
+                        addresses[dst],
+                        dport,
+                        uid,
+                        details,
+                    )
+                )
+                offset += (length + 3) & ~3
+                continue
         try:
             (length, kind, state, timer, retrans, sport, dport, src, dst, low, high, expires, rq, wq,
              uid, inode) = _INET_DETAIL_MSG.unpack_from(buf, offset)  # fmt: skip
@@ -752,11 +827,14 @@ def _inet_detail_chunk(buf: bytes, addresses: _Addresses) -> tuple[InetChunk, _E
                 break
             offset += (length + 3) & ~3
             continue
-        info, skmem, v6only, shutdown = _inet_attributes(
+        info, congestion, skmem, v6only, shutdown = _inet_attributes(
             buf, offset + _INET_DETAIL_MSG.size, offset + length
         )
+        if made[0] < _MAX_LAYOUTS and offset + length <= end:
+            layouts[length] = _layout(buf, offset, length)  # a new shape, or one that changed
+            made[0] += 1
         timed = (timer, expires, retrans) if timer else None
-        details = (low | high << 32, v6only, timed, info, skmem, shutdown)
+        details = (low | high << 32, v6only, timed, info, skmem, shutdown, congestion)
         rows.append(
             (state, rq, wq, inode, addresses[src], sport, addresses[dst], dport, uid, details)
         )
@@ -858,7 +936,7 @@ def _unix_details(
     buf: bytes, offset: int, skmem: list[int] | None, shutdown: int | None
 ) -> Details:
     low, high = _UNIX_COOKIE.unpack_from(buf, offset + _UNIX_MSG.size - 8)
-    return (low | high << 32, None, None, None, skmem, shutdown)
+    return (low | high << 32, None, None, None, skmem, shutdown, None)
 
 
 def _unix_name(raw: bytes) -> bytes:

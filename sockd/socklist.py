@@ -27,6 +27,7 @@ import operator
 import os
 import socket
 import threading
+from binascii import b2a_base64
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
@@ -704,8 +705,11 @@ def _unix_tail(c: sockdiag.UnixChunk, procs: "_Processes | None") -> str:
 _UNIX_TYPE_JSON = {number: f'"{name}"' for number, name in _UNIX_TYPES.items()}
 
 _DETAIL_COLUMNS = (("extended", "cookie"), ("extended", "v6only"), ("timers", "timer"),
-                   ("info", "tcp_info"), ("memory", "skmem"), ("extended", "shutdown"))  # fmt: skip
-"""Request flag and SockBatch column of each of sockdiag.Details' six parts, in its order."""
+                   ("info", "tcp_info"), ("memory", "skmem"), ("extended", "shutdown"),
+                   ("info", "congestion"))  # fmt: skip
+"""Request flag and SockBatch column of each of sockdiag.Details' seven parts, in its order."""
+_TCP_INFO_PART = 3
+"""The part that is bytes (struct tcp_info): base64 on the wire."""
 
 
 def _wanted_details(request: p.SockListRequest) -> tuple[int, ...]:
@@ -713,12 +717,24 @@ def _wanted_details(request: p.SockListRequest) -> tuple[int, ...]:
     return tuple(i for i, (flag, _) in enumerate(_DETAIL_COLUMNS) if getattr(request, flag))
 
 
+def _base64(raw: Any) -> str | None:
+    return None if raw is None else b2a_base64(raw, newline=False).decode("ascii")
+
+
 def _details_json(c: "sockdiag.InetChunk | sockdiag.UnixChunk", wanted: tuple[int, ...]) -> str:
     """The detail columns a request asked for (null cells where a source had none: /proc/net)."""
     details = (
         c.details if len(c.details) == c.count() else [(None,) * len(_DETAIL_COLUMNS)] * c.count()
     )
-    return "".join(f',"{_DETAIL_COLUMNS[i][1]}":{_dumps([d[i] for d in details])}' for i in wanted)
+    return "".join(
+        f',"{_DETAIL_COLUMNS[i][1]}":'
+        + _dumps(
+            list(map(_base64, (d[i] for d in details)))
+            if i == _TCP_INFO_PART
+            else [d[i] for d in details]
+        )
+        for i in wanted
+    )
 
 
 def _inet_keep(

@@ -140,8 +140,8 @@ def value_strategy(tp: Any) -> st.SearchStrategy[Any]:
         return _text(constraint)
     if isinstance(base, type) and issubclass(base, enum.Enum):
         return st.sampled_from([member.value for member in base])
-    if isinstance(base, type) and dataclasses.is_dataclass(base):
-        return _dataclass_dict(base)
+    if isinstance(base, type) and (dataclasses.is_dataclass(base) or hasattr(base, "_fields")):
+        return _dataclass_dict(base) if dataclasses.is_dataclass(base) else _named_tuple_dict(base)
     raise NotImplementedError(
         f"tests/strategies.py cannot generate {tp!r}: add the type to value_strategy"
     )
@@ -216,6 +216,18 @@ def _dataclass_dict(tp: type[Any], always: str | None = None) -> st.SearchStrate
         )
         (optional if has_default else required)[f.name] = value_strategy(hints[f.name])
     return st.fixed_dictionaries(required, optional=optional)
+
+
+def _named_tuple_dict(tp: type[Any]) -> st.SearchStrategy[dict[str, Any]]:
+    """Dicts of a named tuple's fields (it travels as an object); those with a default only
+    sometimes."""
+    hints = typing.get_type_hints(tp, include_extras=True)
+    defaults = tp._field_defaults
+    strategies = {name: value_strategy(hints[name]) for name in tp._fields}
+    return st.fixed_dictionaries(
+        {k: v for k, v in strategies.items() if k not in defaults},
+        optional={k: v for k, v in strategies.items() if k in defaults},
+    )
 
 
 def _violates(constraint: Constraint | None, base: Any) -> st.SearchStrategy[Any]:

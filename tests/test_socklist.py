@@ -8,6 +8,7 @@ OUTSIDER holder owns some sockets, and the test process itself holds a listener 
 the namespace from the host (a holder outside the socket's namespace, as sockd's clients are).
 """
 
+import base64
 import contextlib
 import errno
 import functools
@@ -18,6 +19,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -35,17 +37,18 @@ from sockctl._socktable import cells, detail_texts
 from sockctl.protocol import (
     MAX_MESSAGE,
     MAX_SOCK_PROCESSES,
+    MAX_TCP_INFO,
     SockBatch,
     SockListRequest,
     SockMemory,
     SockProcess,
     SockTimer,
-    TcpInfo,
     WireTypeError,
     from_wire,
     sock_batch_from_wire,
     sock_batch_processes,
     sock_batch_rows,
+    tcp_info,
 )
 from sockd import linux, sockdiag
 from tests.conftest import (
@@ -653,6 +656,62 @@ def test_unix_names_peers_and_peer_processes(shared_daemon: Daemon, zoo: Zoo) ->
     assert unnamed and all(s.local_port is None and s.remote is None for s in unnamed)
 
 
+def _detail_buffers(diag: sockdiag.DiagSocket, family: int, protocol: int) -> list[bytes]:
+    """The raw reply buffers of one dump with every detail."""
+    addresses = diag._addresses[family]
+    ext = sockdiag.EXT_INFO | sockdiag.EXT_MEMORY
+    request = diag._inet_request(family, protocol, sockdiag.ALL_STATES, b"", 0, ext)
+    buffers: list[bytes] = []
+
+    def keep(buf: bytes) -> tuple[sockdiag.InetChunk, Any]:
+        buffers.append(buf)
+        return sockdiag._inet_detail_chunk(buf, addresses, {}, [0])
+
+    list(diag._dump(request, keep))
+    return buffers
+
+
+def test_detail_layouts_read_what_the_attribute_walk_reads(zoo: Zoo) -> None:
+    """The per-shape struct that reads a message in one unpack gives, for every message of real
+    dumps (every TCP state and UDP of the zoo, both families, with every detail), the very
+    details of the attribute-by-attribute walk over the same bytes; and a message whose
+    attributes differ from its shape's (SKMEMINFO's type forged to an unknown one) takes the walk."""
+    fd = os.open(os.path.join(NETNS_DIR, zoo.name), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        diag = sockdiag.run_in_netns(fd, sockdiag.DiagSocket.open)
+        with diag:
+            compared = 0
+            for family in (socket.AF_INET, socket.AF_INET6):
+                addresses = diag._addresses[family]
+                for protocol in (socket.IPPROTO_TCP, socket.IPPROTO_UDP):
+                    layouts: dict[int, Any] = {}
+                    made = [0]
+                    for buf in _detail_buffers(diag, family, protocol):
+                        walked, _ = sockdiag._inet_detail_chunk(
+                            buf, addresses, {}, [sockdiag._MAX_LAYOUTS]
+                        )
+                        sockdiag._inet_detail_chunk(buf, addresses, layouts, made)  # learn
+                        fast, _ = sockdiag._inet_detail_chunk(buf, addresses, layouts, made)
+                        assert fast == walked
+                        compared += walked.count()
+                    assert made[0] == len(layouts)  # each shape learnt once: none mismatched
+                    assert any(layout is not None for layout in layouts.values())
+            assert compared >= 20
+            (buf, *_) = _detail_buffers(diag, socket.AF_INET, socket.IPPROTO_TCP)
+            addresses = diag._addresses[socket.AF_INET]
+            layouts, made = {}, [0]
+            before, _ = sockdiag._inet_detail_chunk(buf, addresses, layouts, made)
+            assert before.details[0][4] is not None  # the first socket's skmem
+            at = buf.index(struct.pack("=HH", 4 + 4 * 9, sockdiag.INET_DIAG_SKMEMINFO))
+            forged = buf[:at] + struct.pack("=HH", 4 + 4 * 9, 0x7FFF) + buf[at + 4 :]
+            walked, _ = sockdiag._inet_detail_chunk(forged, addresses, {}, [sockdiag._MAX_LAYOUTS])
+            fast, _ = sockdiag._inet_detail_chunk(forged, addresses, layouts, made)
+            assert fast == walked and fast.details[0][4] is None
+            assert fast.details[1:] == before.details[1:]
+    finally:
+        os.close(fd)
+
+
 def test_sock_diag_and_proc_net_agree(zoo: Zoo) -> None:
     fd = os.open(os.path.join(NETNS_DIR, zoo.name), os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -1106,9 +1165,11 @@ _BROKEN_DETAILS: list[tuple[str, Any]] = [
     ("timer", [[2, "1000", 0]]),
     ("timer", [{"kind": 2}]),
     ("tcp_info", [[1]]),
-    ("tcp_info", [{"rtt": "1"}]),
-    ("tcp_info", [{"rtt": True}]),
-    ("tcp_info", [{"congestion": 1}]),
+    ("tcp_info", [{"rtt": 1}]),
+    ("tcp_info", ["not base64!"]),
+    ("tcp_info", ["QUJ"]),  # cut short
+    ("tcp_info", [base64.b64encode(bytes(MAX_TCP_INFO + 3)).decode()]),
+    ("congestion", [1]),
     ("skmem", [["r0"]]),
     ("skmem", [0]),
     ("shutdown", [4]),
@@ -1117,6 +1178,30 @@ _BROKEN_DETAILS: list[tuple[str, Any]] = [
     ("shutdown", ["1"]),
 ]
 """Detail columns (sock list -e -o -i -m) that break the contract, for the good batch above."""
+
+
+def _kernel_tcp_info(rtt: int, snd_cwnd: int, size: int | None = None) -> bytes:
+    """A struct tcp_info as the kernel lays it out (include/uapi/linux/tcp.h), written here by
+    hand with struct, field offsets from the header: wscale 0x97, flags 0b101, snd_mss 5."""
+    head = struct.pack("=8B", 0, 0, 0, 0, 0, 0, 0x97, 0b101)
+    u32 = [0] * 21  # rto .. reordering
+    u32[2] = 5  # snd_mss
+    u32[15], u32[18] = rtt, snd_cwnd  # tcpi_rtt, tcpi_snd_cwnd
+    raw = head + struct.pack("=21I", *u32) + bytes(256 - 8 - 84)
+    assert len(raw) == 256  # sizeof(struct tcp_info) on Linux 6.10
+    return raw if size is None else raw[:size]
+
+
+def test_tcp_info_of_older_and_newer_kernels() -> None:
+    """An older kernel's shorter struct leaves its missing fields None; a newer kernel's longer
+    one is read up to what this client knows."""
+    older = tcp_info(_kernel_tcp_info(21, 10, size=128))  # Linux 4.1's: ends at bytes_acked
+    assert (older.rtt, older.snd_cwnd, older.bytes_acked) == (21, 10, 0)
+    assert older.bytes_received is None and older.received_ce is None
+    newer = tcp_info(_kernel_tcp_info(21, 10) + bytes(40), "bbr")
+    assert (newer.rtt, newer.received_ce, newer.congestion) == (21, 0, "bbr")
+    tiny = tcp_info(b"\x01\x00\x00\x00\x00\x00")
+    assert tiny.state == 1 and tiny.snd_wscale is None and tiny.rto is None
 
 
 def test_batch_decoder_reads_details() -> None:
@@ -1138,20 +1223,26 @@ def test_batch_decoder_reads_details() -> None:
         "cookie": [0x1A, 0x2B],
         "v6only": [False, True],
         "timer": [[2, 7_200_000, 0], None],
-        "tcp_info": [{"rtt": 21, "snd_cwnd": 10, "congestion": "cubic", "tcpi_future": 1}, None],
+        "tcp_info": [base64.b64encode(_kernel_tcp_info(rtt=21, snd_cwnd=10)).decode(), None],
+        "congestion": ["cubic", None],
         "skmem": [[0, 131072, 0, 16384], None],
         "shutdown": [1, 0],
     }
     first, second = sock_batch_rows(sock_batch_from_wire(batch))
     assert (first.cookie, first.v6only, first.shutdown) == (0x1A, False, 1)
     assert first.timer == SockTimer(name="keepalive", expires_ms=7_200_000, retrans=0)
-    assert first.tcp_info == TcpInfo(rtt=21, snd_cwnd=10, congestion="cubic")
+    assert first.tcp_info is not None
+    assert first.tcp_info._replace(rtt=21, snd_cwnd=10, congestion="cubic") == first.tcp_info
+    assert (first.tcp_info.snd_wscale, first.tcp_info.rcv_wscale) == (7, 9)
+    assert (first.tcp_info.delivery_rate_app_limited, first.tcp_info.fastopen_client_fail) == (1, 2)
+    assert first.tcp_info.received_ce == 0  # the whole struct (6.10's), every field
+    assert set(first.tcp_info) - {0, 21, 10, 7, 9, 1, 2, 5} == {"cubic"}
     assert first.memory == SockMemory(rmem_alloc=0, rcvbuf=131072, wmem_alloc=0, sndbuf=16384)
     assert (second.cookie, second.v6only, second.shutdown) == (0x2B, True, 0)
     assert (second.timer, second.tcp_info, second.memory) == (None, None, None)
     texts = detail_texts(sock_batch_from_wire(batch))
     assert texts[0].startswith(" timer:(keepalive,120min,0) ino:1 sk:1a v6only:0 -->\n\t skmem:(")
-    assert "cubic rtt:0.021/0 cwnd:10" in texts[0]
+    assert "cubic rtt:0.021/0 mss:5 cwnd:10 send 19047619bps app_limited" in texts[0]
     assert texts[1] == " ino:2 sk:2b v6only:1 <->"
 
 
