@@ -65,6 +65,7 @@ from sockctl.protocol import (
     SockSummaryResult,
     StatusReply,
     StatusRequest,
+    UnixType,
     WhoAmIReply,
     WhoAmIRequest,
     WireTypeError,
@@ -312,6 +313,7 @@ class Client:
         timers: bool = False,
         info: bool = False,
         memory: bool = False,
+        unix_types: Sequence[UnixType] = (),
     ) -> tuple[list[SockInfo], SockListResult]:
         """Sockets of the host's namespace (default), of ``netns``, or of all (``all_netns``).
 
@@ -331,7 +333,8 @@ class Client:
         Details as ss's flags add them to each row: ``extended`` the cookie (``-e``), ``timers``
         the TCP timer (``-o``, :class:`~sockctl.protocol.SockTimer`), ``info`` the tcp_info
         (``-i``, :class:`~sockctl.protocol.TcpInfo`), ``memory`` the memory counters (``-m``,
-        :class:`~sockctl.protocol.SockMemory`).
+        :class:`~sockctl.protocol.SockMemory`). ``unix_types`` keeps UNIX sockets of those types
+        (``"stream"``, ``"dgram"``, ``"seqpacket"``) only.
 
         Other users' processes are shown only to root and monitor-group members
         (``result.process_scope`` says which). Bad filters raise
@@ -357,6 +360,7 @@ class Client:
             timers=timers,
             info=info,
             memory=memory,
+            unix_types=unix_types,
         )
         return rows, result
 
@@ -380,6 +384,7 @@ class Client:
         timers: bool = False,
         info: bool = False,
         memory: bool = False,
+        unix_types: Sequence[UnixType] = (),
     ) -> tuple[list[SockBatch], SockListResult]:
         """:meth:`sock_list`'s sockets as the daemon sends them: columns, a few hundred per batch.
 
@@ -406,6 +411,7 @@ class Client:
             timers=timers,
             info=info,
             memory=memory,
+            unix_types=unix_types,
         )
 
     def _sock_listing(

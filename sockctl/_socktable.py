@@ -3,6 +3,7 @@
 Rendering only; the data comes from :meth:`sockctl.Client.sock_list` / ``sock_summary``.
 """
 
+import functools
 import itertools
 import operator
 from collections.abc import Iterable, Sequence
@@ -40,8 +41,9 @@ overflows its own line instead of pushing every other line right."""
 HEADERS = ("Netid", "State", "Recv-Q", "Send-Q", "Local Address:Port", "Peer Address:Port")
 
 
-def cells(batch: SockBatch, *, processes: bool) -> list[list[str]]:
-    """A batch's table cells, column by column, as ss prints them (``ss -tuwxanp``).
+def cells(batch: SockBatch, *, processes: bool, resolve: bool = False) -> list[list[str]]:
+    """A batch's table cells, column by column, as ss prints them (``ss -tuwxanp``; with
+    ``resolve``, host and service names as ``ss -r`` does).
 
     Built per column with comprehensions over the batch's lists: 100 000 sockets render in a
     fraction of what one call per socket cost.
@@ -66,8 +68,9 @@ def cells(batch: SockBatch, *, processes: bool) -> list[list[str]]:
         )
         columns.append([f"* {peer or 0}" for peer in batch.peer_inode or [None] * size])
     else:
-        columns.append(_endpoints(batch.local, batch.local_port, batch.family))
-        columns.append(_endpoints(batch.remote, batch.remote_port, batch.family))
+        endpoints = _named_endpoints if resolve else _endpoints
+        columns.append(endpoints(batch.local, batch.local_port, batch.family, batch.kind))
+        columns.append(endpoints(batch.remote, batch.remote_port, batch.family, batch.kind))
     if processes:
         columns.append(_users(batch))
     return columns
@@ -99,7 +102,9 @@ def _users(batch: SockBatch) -> list[str]:
     return out
 
 
-def _endpoints(hosts: list[str | None], ports: list[int | None], family: str) -> list[str]:
+def _endpoints(
+    hosts: list[str | None], ports: list[int | None], family: str, kind: str
+) -> list[str]:
     # ss (misc/ss.c inet_addr_print): IPv4 as is, the IPv6 "any" address as *, other IPv6 in
     # brackets; port 0 as *.
     if family == "inet6":
@@ -110,11 +115,48 @@ def _endpoints(hosts: list[str | None], ports: list[int | None], family: str) ->
     return [f"{host}:{port or '*'}" for host, port in zip(hosts, ports, strict=True)]
 
 
+def _named_endpoints(
+    hosts: list[str | None], ports: list[int | None], family: str, kind: str
+) -> list[str]:
+    """ss -r: host names (getnameinfo: /etc/hosts, then whatever nsswitch.conf says, each address
+    once per listing) and service names (/etc/services); numeric where there is none, the "any"
+    address as ss -r prints it."""
+    texts = []
+    for host, port in zip(hosts, ports, strict=True):
+        name = _host_name(host) if host not in (None, "0.0.0.0", "::") else None  # noqa: S104
+        if name is None:
+            name = f"[{host}]" if family == "inet6" else str(host)
+        service = "*" if not port else _service_name(port, kind)
+        texts.append(f"{name}:{service}")
+    return texts
+
+
+@functools.cache
+def _host_name(address: str) -> str | None:
+    import socket  # noqa: PLC0415 -- only -r needs it
+
+    try:
+        name, _ = socket.getnameinfo((address, 0), socket.NI_NAMEREQD)
+    except OSError:
+        return None
+    return name
+
+
+@functools.cache
+def _service_name(port: int, kind: str) -> str:
+    import socket  # noqa: PLC0415
+
+    try:
+        return socket.getservbyport(port, "udp" if kind == "udp" else "tcp")
+    except OSError:
+        return str(port)
+
+
 _TIMER_NAMES = ("off", "on", "keepalive", "timewait", "persist", "unknown")
 _OPTIONS = ((1, "ts"), (2, "sack"), (8, "ecn"), (16, "ecnseen"), (32, "fastopen"))
 
 
-def detail_texts(batch: SockBatch) -> list[str]:
+def detail_texts(batch: SockBatch, *, oneline: bool = False) -> list[str]:
     """What ss appends to each row for -o (timer), -e (uid, ino, sk) and, on a continuation line
     for TCP, -m (skmem) and -i (tcp_info); empty strings where a batch carries none of them."""
     size = len(batch.inode)
@@ -142,7 +184,7 @@ def detail_texts(batch: SockBatch) -> list[str]:
     if batch.skmem is not None or batch.tcp_info is not None:
         skmem = batch.skmem or [None] * size
         infos = sock_batch_tcp_info(batch)
-        lead = "\n\t " if tcp else " "
+        lead = "\n\t " if tcp and not oneline else " "
         out = [
             text + lead + " ".join(parts) if parts else text
             for text, parts in (
@@ -303,9 +345,12 @@ def sock_table(
     show_netns: bool,
     show_processes: bool,
     details: bool = False,
+    oneline: bool = False,
+    resolve: bool = False,
 ) -> str:
     """The ss-like table: [NetNS,] Netid, State, Recv-Q, Send-Q, Local, Peer[, Process], and with
-    ``details`` what the batches carry of ss's -o -e -m -i, as ss prints them."""
+    ``details`` what the batches carry of ss's -o -e -m -i, as ss prints them (``oneline``: on the
+    socket's line, ss -O; else TCP's tcp_info and skmem on a second, indented one)."""
     headers = list(HEADERS)
     numeric = {2, 3}
     caps: list[int | None] = [None, None, None, None, ADDRESS_WIDTH_CAP, ADDRESS_WIDTH_CAP]
@@ -320,11 +365,13 @@ def sock_table(
         numeric = {i + 1 for i in numeric}
         columns.insert(0, [])
     for batch in batches:
-        batch_cells = cells(batch, processes=show_processes)
+        batch_cells = cells(batch, processes=show_processes, resolve=resolve)
         if details:
             batch_cells[-1] = [
                 cell + extra
-                for cell, extra in zip(batch_cells[-1], detail_texts(batch), strict=True)
+                for cell, extra in zip(
+                    batch_cells[-1], detail_texts(batch, oneline=oneline), strict=True
+                )
             ]
         if show_netns:
             batch_cells.insert(0, [batch.netns or "-"] * len(batch.inode))

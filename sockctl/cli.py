@@ -749,6 +749,25 @@ def _kind_options(fn: F) -> F:
 @click.option("-o", "--options", "timers", is_flag=True, help="TCP timers (ss -o).")
 @click.option("-i", "--info", is_flag=True, help="TCP internals: tcp_info (ss -i).")
 @click.option("-m", "--memory", is_flag=True, help="Socket memory: skmem (ss -m).")
+@click.option("-O", "--oneline", is_flag=True, help="Each socket on one line, details too (ss -O).")
+@click.option("-r", "--resolve", is_flag=True, help="Host and service names (ss -r; may ask DNS).")
+@click.option(
+    "-f",
+    "--family",
+    "family_words",
+    multiple=True,
+    metavar="FAMILY",
+    help="ss's families: inet (= -4), inet6 (= -6), unix (= -x); repeatable.",
+)
+@click.option(
+    "-A",
+    "--query",
+    "queries",
+    multiple=True,
+    metavar="QUERY",
+    help="ss's socket tables, comma-separated: all, inet, tcp, udp, raw, unix, unix_stream, "
+    "unix_dgram, unix_seqpacket.",
+)
 @click.option(
     "-K", "--kill", is_flag=True, help="Close the TCP/UDP sockets that match (ss -K; = sock kill)."
 )
@@ -778,6 +797,10 @@ def sock_list(
     timers: bool,
     info: bool,
     memory: bool,
+    oneline: bool,
+    resolve: bool,
+    family_words: tuple[str, ...],
+    queries: tuple[str, ...],
     kill: bool,
     filter_words: tuple[str, ...],
 ) -> None:
@@ -789,7 +812,8 @@ def sock_list(
     --dport also take a range (8000-8100).
 
     ss's -a, -n and -p are accepted and are the defaults here (all states, numeric, processes).
-    -e, -o, -i and -m add what ss adds: uid/inode/cookie, timers, tcp_info, socket memory.
+    -e, -o, -i and -m add what ss adds: uid/inode/cookie, timers, tcp_info, socket memory; -f
+    and -A choose tables as ss's do.
 
     Addresses of all sockets are shown to everyone; processes of other users only to root and
     members of the monitor group (see `sockctl whoami`). Rows of named namespaces are tagged
@@ -799,6 +823,8 @@ def sock_list(
     wanted_states, expr, local_port, remote_port = _filter_args(
         filter_words, wanted_states, local_port, remote_port
     )
+    tables = _ss_tables(kinds, families, family_words, queries)
+    kinds, families, unix_types = tuple(tables[0]), tuple(tables[1]), tables[2]
     if kill:
         if pid is not None or all_netns or any(k not in ("tcp", "udp") for k in kinds):
             raise click.UsageError(
@@ -838,6 +864,7 @@ def sock_list(
         timers=timers,
         info=info,
         memory=memory,
+        unix_types=unix_types,  # type: ignore[arg-type]
     )
     if state.json:
         from sockctl.protocol import sock_batch_rows
@@ -852,6 +879,8 @@ def sock_list(
         show_netns=all_netns,
         show_processes=not no_processes,
         details=extended or timers or info or memory,
+        oneline=oneline,
+        resolve=resolve,
     )
     if no_header:
         table = table.partition("\n")[2]
@@ -866,6 +895,66 @@ def sock_list(
         )
     if result.process_scope == "own":
         click.echo("sockctl: processes of other users hidden (see `sockctl whoami`)", err=True)
+
+
+_SS_FAMILIES = ("inet", "inet6", "unix")
+_SS_TABLES = {
+    "tcp": ("tcp",),
+    "udp": ("udp",),
+    "raw": ("raw",),
+    "unix": ("unix",),
+    "inet": ("tcp", "udp", "raw"),
+    "all": ("tcp", "udp", "raw", "unix"),
+}
+_SS_UNIX_TYPES = {"unix_stream": "stream", "unix_dgram": "dgram", "unix_seqpacket": "seqpacket"}
+
+
+def _ss_tables(
+    kinds: tuple[str, ...],
+    families: tuple[str, ...],
+    family_words: tuple[str, ...],
+    queries: tuple[str, ...],
+) -> tuple[list[str], list[str], list[str]]:
+    """ss's -f FAMILY and -A QUERY on top of -t -u -w -x -4 -6: (kinds, families, UNIX types).
+
+    -A's tables add to -t -u -w -x (``-A unix_stream -x`` is every UNIX socket, ``-A
+    unix_stream`` the stream ones); -f inet/inet6 narrow IP sockets to that family and, without
+    a table, mean all of its tables, as -f unix means -x."""
+    wanted_kinds, wanted_families = list(kinds), list(families)
+    unix_types: list[str] = []
+    for word in family_words:
+        if word not in _SS_FAMILIES:
+            raise click.BadParameter(
+                f"{word!r}: sockd lists inet, inet6 and unix sockets (not ss's link, netlink, "
+                "vsock, tipc, xdp)",
+                param_hint="-f",
+            )
+    every_unix = "unix" in wanted_kinds
+    for word in (w for query in queries for w in query.split(",") if w):
+        if word in _SS_UNIX_TYPES:
+            unix_types.append(_SS_UNIX_TYPES[word])
+            wanted_kinds.append("unix")
+        elif word in _SS_TABLES:
+            wanted_kinds += _SS_TABLES[word]
+            every_unix = every_unix or "unix" in _SS_TABLES[word]
+        else:
+            raise click.BadParameter(
+                f"{word!r}: sockd lists {', '.join([*_SS_TABLES, *_SS_UNIX_TYPES])} (not ss's "
+                "packet, netlink, vsock, tipc, xdp, mptcp, sctp, dccp)",
+                param_hint="-A",
+            )
+    ip_families = [word for word in family_words if word != "unix"]
+    wanted_families += ip_families
+    if "unix" in family_words:
+        wanted_kinds.append("unix")
+        every_unix = True
+    if ip_families and not any(kind != "unix" for kind in wanted_kinds):
+        wanted_kinds += _SS_TABLES["inet"]
+    return (
+        list(dict.fromkeys(wanted_kinds)),
+        list(dict.fromkeys(wanted_families)),
+        [] if every_unix else list(dict.fromkeys(unix_types)),
+    )
 
 
 def _filter_args(

@@ -314,6 +314,7 @@ class NsSetNsidRequest(RequestBase):
 # Socket inspection (sock.list, sock.summary) -------------------------------------------------------
 
 SockKind = Literal["tcp", "udp", "raw", "unix"]
+UnixType = Literal["stream", "dgram", "seqpacket"]
 SockFamily = Literal["inet", "inet6"]
 
 SOCK_STATES = (
@@ -545,6 +546,8 @@ class SockListRequest(RequestBase):
     """Each TCP socket's tcp_info and congestion control (ss -i)."""
     memory: bool = False
     """Each socket's sk_meminfo counters (ss -m)."""
+    unix_types: list[UnixType] = dataclasses.field(default_factory=list)
+    """UNIX sockets of these types only (ss ``-A unix_stream``...); empty: every type."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -119,6 +119,9 @@ class _Filters:
     remote_net: Callable[[str], bool] | None = None
     unix_name: Callable[[str | None], bool] | None = None
     uid: int | None = None
+    unix_types: frozenset[int] = frozenset(_UNIX_TYPES)
+    """The UNIX socket types listed (SOCK_STREAM...): Linux 6 has no other; the contract names
+    no other."""
     expr: "dict[int, _Predicate] | None" = None
     """The filter expression compiled for each address family (AF_INET, AF_INET6)."""
     bytecode: bytes = b""
@@ -331,6 +334,10 @@ def _flat_filters(filters: _Filters, request: p.SockListRequest) -> None:
     filters.local_port = request.local_port
     filters.remote_port = request.remote_port
     filters.uid = request.uid
+    if request.unix_types:
+        filters.unix_types = frozenset(
+            number for number, name in _UNIX_TYPES.items() if name in request.unix_types
+        )
     if request.local_address is not None:
         filters.local_net, filters.unix_name = _address_filter(
             request.local_address, "local_address"
@@ -765,11 +772,11 @@ def _inet_keep(
 
 
 def _unix_keep(f: _Filters, only: set[int] | None) -> Callable[[sockdiag.UnixChunk], list[bool]]:
-    uid, name_match = f.uid, f.unix_name
+    uid, name_match, types = f.uid, f.unix_name, f.unix_types
 
     def keep(c: sockdiag.UnixChunk) -> list[bool]:
         return [
-            sock_type in _UNIX_TYPES  # Linux 6 has no other; the contract names no other
+            sock_type in types
             and (uid is None or owner == uid)
             and (name_match is None or name_match(_unix_name(name)))
             and (only is None or inode in only)

@@ -1014,6 +1014,104 @@ def test_cli_details_as_ss_prints_them(shared_daemon: Daemon) -> None:
             assert bare["sockets"][0]["tcp_info"] is None and bare["sockets"][0]["cookie"] is None
 
 
+_NETIDS = {"stream": "u_str", "dgram": "u_dgr", "seqpacket": "u_seq"}
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["-A", "unix_dgram"],
+        ["-A", "unix_stream,tcp"],
+        ["-A", "unix_seqpacket", "-A", "udp"],
+        ["-f", "inet6"],
+        ["-f", "unix", "-f", "inet"],
+        ["-A", "inet"],
+        ["-A", "all"],
+    ],
+)
+def test_cli_tables_as_ss_chooses_them(shared_daemon: Daemon, zoo: Zoo, flags: list[str]) -> None:
+    """-f FAMILY and -A QUERY choose the very sockets ss's do (by inode, in the zoo)."""
+    payload = sockctl(shared_daemon, "--json", "sock", "list", "-N", zoo.name, *flags).json()
+    ours = {
+        (_NETIDS[s["type"]] if s["kind"] == "unix" else s["kind"], s["inode"])
+        for s in payload["sockets"]
+        if s["inode"] and s["kind"] != "raw"  # ss reads RAW from /proc/net/raw: no inode shown
+    }
+    theirs = set()
+    out = subprocess.run(
+        ["ip", "netns", "exec", zoo.name, "ss", "-a", "-e", *flags],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    header, *lines = out.splitlines()
+    only = None if header.startswith("Netid") else flags[-1].split(",")[-1]  # ss shows one table
+    for line in lines:
+        fields = line.split()
+        netid = only or fields.pop(0)
+        netid = {"unix_dgram": "u_dgr", "unix_stream": "u_str", "inet6": "tcp"}.get(netid, netid)
+        found = re.search(r"\bino:(\d+)", line)
+        inode = int(fields[4]) if netid.startswith("u_") else int(found.group(1)) if found else 0
+        if inode and netid != "nl":  # ss's -A all has netlink sockets too; sockd lists none
+            theirs.add((netid, inode))
+    assert ours == theirs
+    assert ours  # every case above matches some of the zoo's sockets
+
+
+def test_cli_bad_tables_and_oneline(shared_daemon: Daemon, zoo: Zoo) -> None:
+    for flags, hint in ((["-f", "link"], "-f"), (["-A", "packet,tcp"], "-A"), (["-A", "x"], "-A")):
+        bad = sockctl(shared_daemon, "sock", "list", *flags)
+        assert bad.returncode == 2, bad.stdout
+        assert f"Invalid value for {hint}" in bad.stderr and repr(flags[1].split(",")[0]) in (
+            bad.stderr
+        ), bad.stderr
+    two = sockctl(shared_daemon, "sock", "list", "-N", zoo.name, "-t", "-eim", "-H")
+    one = sockctl(shared_daemon, "sock", "list", "-N", zoo.name, "-t", "-eim", "-H", "-O")
+    assert two.returncode == one.returncode == 0, (two.stderr, one.stderr)
+    rows = one.stdout.splitlines()
+    assert not any(row.startswith("\t") for row in rows)
+    full = [row for row in rows if "skmem:(" in row]  # TIME-WAIT entries have no details
+    assert len(full) >= 20 and all(" cwnd:" in row for row in full)  # all on the socket's line
+    first: list[str] = []
+    second: list[str] = []  # without -O: tcp_info and skmem on a second line
+    for line in two.stdout.splitlines():
+        (second if line.startswith("\t ") else first).append(line)
+    assert not any("skmem:(" in row for row in first)
+    assert len(second) >= 20 and all("skmem:(" in line and " cwnd:" in line for line in second)
+    # -A's tables add to -x's (ss's first -A clears the tables given before it: its order counts)
+    every = sockctl(
+        shared_daemon, "--json", "sock", "list", "-N", zoo.name, "-x", "-A", "unix_dgram"
+    )
+    assert {s["type"] for s in every.json()["sockets"]} == {"stream", "dgram", "seqpacket"}
+    unix = sockctl(shared_daemon, "sock", "list", "-N", zoo.name, "-x", "-m", "-O", "-H")
+    assert all(row.startswith("u_") and "skmem:(" in row for row in unix.stdout.splitlines())
+
+
+def test_cli_resolve_names_like_ss_r(shared_daemon: Daemon) -> None:
+    """-r: host names from /etc/hosts and service names, as ss -r prints them (the listing is
+    narrowed to 127.0.0.1, which /etc/hosts names: no DNS query leaves this machine)."""
+    hosts = Path("/etc/hosts").read_text()
+    name = next(line.split()[1] for line in hosts.splitlines() if line.split()[:1] == ["127.0.0.1"])
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)), listener.accept()[0]:
+            query = ["sock", "list", "-t", "--src", "127.0.0.1", "--dport", str(port), "-H"]
+            (numeric,) = sockctl(shared_daemon, *query).stdout.splitlines()
+            (named,) = sockctl(shared_daemon, *query, "-r").stdout.splitlines()
+    assert f"127.0.0.1:{port}" in numeric and name not in numeric
+    try:
+        service = socket.getservbyport(port, "tcp")
+    except OSError:
+        service = str(port)  # no service has this port: it stays a number
+    assert f"{name}:{service}" in named.split()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", 0))
+        udp.connect(("127.0.0.1", 53))  # nothing is sent: connect only sets the peer
+        query = ["sock", "list", "-u", "--src", "127.0.0.1", "--dport", "53", "-H", "-r"]
+        rows = sockctl(shared_daemon, *query).stdout.splitlines()
+    assert any(f"{name}:domain" in row.split() for row in rows), rows
+
+
 def test_cli_port_and_user_names(shared_daemon: Daemon) -> None:
     """--sport/--dport take /etc/services names and --uid a user name, resolved in the client."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
