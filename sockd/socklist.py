@@ -789,7 +789,7 @@ def _unix_keep(f: _Filters, only: set[int] | None) -> Callable[[sockdiag.UnixChu
 _Chunk = TypeVar("_Chunk", sockdiag.InetChunk, sockdiag.UnixChunk)
 
 
-_OVERLAP_ROWS = 65536
+_OVERLAP_ROWS = 8192
 """Most sockets kept (encoded but for their holders) while the process scan runs: bounds memory."""
 
 

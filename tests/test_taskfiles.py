@@ -170,6 +170,7 @@ def test_iterator_finds_what_proc_finds(holder: dict[str, int]) -> None:
         ("missing", "the kernel has no BTF"),
         ("garbage", "not BTF"),
         ("truncated", "lacks"),
+        ("cut", "truncated at"),
         ("refused", "BPF program refused"),
     ],
 )
@@ -186,6 +187,8 @@ def test_without_the_iterator_the_scan_reads_proc(
     elif case == "truncated":  # a real header and types, cut before the types we need
         real = Path("/sys/kernel/btf/vmlinux").read_bytes()
         btf.write_bytes(_cut_btf(real, 2000))
+    elif case == "cut":  # a file that ends before its header says: read in pieces, told
+        btf.write_bytes(Path("/sys/kernel/btf/vmlinux").read_bytes()[:300_000])
     elif case == "refused":
         btf = Path("/sys/kernel/btf/vmlinux")
         real_layout = taskfiles._btf_layout
