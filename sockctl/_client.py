@@ -314,6 +314,7 @@ class Client:
         info: bool = False,
         memory: bool = False,
         unix_types: Sequence[UnixType] = (),
+        cgroup: bool = False,
     ) -> tuple[list[SockInfo], SockListResult]:
         """Sockets of the host's namespace (default), of ``netns``, or of all (``all_netns``).
 
@@ -334,7 +335,8 @@ class Client:
         the TCP timer (``-o``, :class:`~sockctl.protocol.SockTimer`), ``info`` the tcp_info
         (``-i``, :class:`~sockctl.protocol.TcpInfo`), ``memory`` the memory counters (``-m``,
         :class:`~sockctl.protocol.SockMemory`). ``unix_types`` keeps UNIX sockets of those types
-        (``"stream"``, ``"dgram"``, ``"seqpacket"``) only.
+        (``"stream"``, ``"dgram"``, ``"seqpacket"``) only; ``cgroup`` adds each IP socket's cgroup
+        path (``--cgroup``).
 
         Other users' processes are shown only to root and monitor-group members
         (``result.process_scope`` says which). Bad filters raise
@@ -361,6 +363,7 @@ class Client:
             info=info,
             memory=memory,
             unix_types=unix_types,
+            cgroup=cgroup,
         )
         return rows, result
 
@@ -385,6 +388,7 @@ class Client:
         info: bool = False,
         memory: bool = False,
         unix_types: Sequence[UnixType] = (),
+        cgroup: bool = False,
     ) -> tuple[list[SockBatch], SockListResult]:
         """:meth:`sock_list`'s sockets as the daemon sends them: columns, a few hundred per batch.
 
@@ -412,6 +416,7 @@ class Client:
             info=info,
             memory=memory,
             unix_types=unix_types,
+            cgroup=cgroup,
         )
 
     def _sock_listing(

@@ -168,17 +168,24 @@ def detail_texts(batch: SockBatch, *, oneline: bool = False) -> list[str]:
             else f"{text} timer:({_TIMER_NAMES[min(t[0], 5)]},{ms_timer(t[1])},{t[2]})"
             for text, t in zip(out, batch.timer, strict=True)
         ]
+    cgroups = batch.cgroup or [None] * size
     if batch.cookie is not None:
         v6only = batch.v6only or [None] * size
         shutdown = batch.shutdown or [None] * size
         out = [
             f"{text}{f' uid:{uid}' if uid else ''} ino:{inode}"
             + ("" if cookie is None else f" sk:{cookie:x}")
+            + ("" if cgroup is None else f" cgroup:{cgroup}")
             + ("" if only is None else f" v6only:{int(only)}")
             + ("" if bits is None else f" {'-' if bits & 1 else '<'}-{'-' if bits & 2 else '>'}")
-            for text, uid, inode, cookie, only, bits in zip(
-                out, batch.uid, batch.inode, batch.cookie, v6only, shutdown, strict=True
+            for text, uid, inode, cookie, cgroup, only, bits in zip(
+                out, batch.uid, batch.inode, batch.cookie, cgroups, v6only, shutdown, strict=True
             )
+        ]
+    elif batch.cgroup is not None:  # --cgroup without -e
+        out = [
+            text if cgroup is None else f"{text} cgroup:{cgroup}"
+            for text, cgroup in zip(out, cgroups, strict=True)
         ]
     tcp = batch.kind == "tcp"
     if batch.skmem is not None or batch.tcp_info is not None:

@@ -749,6 +749,7 @@ def _kind_options(fn: F) -> F:
 @click.option("-o", "--options", "timers", is_flag=True, help="TCP timers (ss -o).")
 @click.option("-i", "--info", is_flag=True, help="TCP internals: tcp_info (ss -i).")
 @click.option("-m", "--memory", is_flag=True, help="Socket memory: skmem (ss -m).")
+@click.option("--cgroup", is_flag=True, help="Each IP socket's cgroup (ss --cgroup; -e too).")
 @click.option("-O", "--oneline", is_flag=True, help="Each socket on one line, details too (ss -O).")
 @click.option("-r", "--resolve", is_flag=True, help="Host and service names (ss -r; may ask DNS).")
 @click.option(
@@ -797,6 +798,7 @@ def sock_list(
     timers: bool,
     info: bool,
     memory: bool,
+    cgroup: bool,
     oneline: bool,
     resolve: bool,
     family_words: tuple[str, ...],
@@ -865,6 +867,7 @@ def sock_list(
         info=info,
         memory=memory,
         unix_types=unix_types,  # type: ignore[arg-type]
+        cgroup=cgroup or extended,
     )
     if state.json:
         from sockctl.protocol import sock_batch_rows
@@ -878,7 +881,7 @@ def sock_list(
         batches,
         show_netns=all_netns,
         show_processes=not no_processes,
-        details=extended or timers or info or memory,
+        details=extended or timers or info or memory or cgroup,
         oneline=oneline,
         resolve=resolve,
     )

@@ -546,6 +546,8 @@ class SockListRequest(RequestBase):
     """Each TCP socket's tcp_info and congestion control (ss -i)."""
     memory: bool = False
     """Each socket's sk_meminfo counters (ss -m)."""
+    cgroup: bool = False
+    """Each TCP/UDP/RAW socket's cgroup (v2) path (ss --cgroup; ``-e`` shows it too)."""
     unix_types: list[UnixType] = dataclasses.field(default_factory=list)
     """UNIX sockets of these types only (ss ``-A unix_stream``...); empty: every type."""
 
@@ -898,6 +900,9 @@ class SockInfo:
     shutdown: int | None = None
     """With ``extended``: the directions shut down, as bits (1: receive, the peer's FIN or
     SHUT_RD; 2: send, SHUT_WR); ss -e draws it ``<->``, ``-->``, ``<--``, ``---``."""
+    cgroup: str | None = None
+    """With ``cgroup``: the socket's cgroup v2 path (``/system.slice/ssh.service``), or
+    ``unreachable:ID`` (hex) where no cgroup has that id (any more)."""
 
 
 SockTimerName = Literal["on", "keepalive", "timewait", "persist", "unknown"]
@@ -1184,6 +1189,8 @@ class SockBatch:
     """Per socket, with ``memory``: the sk_meminfo counters in :class:`SockMemory`'s order."""
     shutdown: list[int | None] | None = None
     """Per socket, with ``extended``: its shutdown bits (see :attr:`SockInfo.shutdown`)."""
+    cgroup: list[str | None] | None = None
+    """Per socket, with ``cgroup``: its cgroup path (None for UNIX sockets)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -1617,6 +1624,7 @@ _SOCK_DETAILS: tuple[tuple[str, Callable[[str, list[Any]], None]], ...] = (
     ("congestion", _no_check),
     ("skmem", _check_skmem),
     ("shutdown", _check_shutdown),
+    ("cgroup", _no_check),
 )
 """SockBatch's detail columns (sock list -e -o -i -m) and the check of their cells' contents."""
 _DETAIL_TYPES: dict[str, frozenset[type]] = {
@@ -1627,6 +1635,7 @@ _DETAIL_TYPES: dict[str, frozenset[type]] = {
     "congestion": frozenset({str, _NONE}),
     "skmem": frozenset({list, _NONE}),
     "shutdown": frozenset({int, _NONE}),
+    "cgroup": frozenset({str, _NONE}),
 }
 
 
@@ -1722,6 +1731,7 @@ def sock_batch_rows(batch: SockBatch) -> list[SockInfo]:
         repeat(None, size) if batch.tcp_info is None else sock_batch_tcp_info(batch),
         repeat(None, size) if batch.skmem is None else map(_memory, batch.skmem),
         repeat(None, size) if batch.shutdown is None else batch.shutdown,
+        repeat(None, size) if batch.cgroup is None else batch.cgroup,
     )
     return list(
         map(

@@ -104,6 +104,7 @@ _UNIX_MSG = struct.Struct("=IH10x xBBxI8x")
 _NLMSG_HEADER = struct.Struct("=IH")
 _NLMSG_HEADER_SIZE = 16
 _NLATTR = struct.Struct("=HH")
+_U64 = struct.Struct("=Q")
 _U32 = struct.Struct("=I")
 _RQLEN = struct.Struct("=II")
 _ERRNO = struct.Struct("=i")
@@ -120,12 +121,13 @@ Details = tuple[
     "list[int] | None",
     "int | None",
     "str | None",
+    "int | None",
 ]
 """One socket's details: its cookie (ss -e ``sk:``), IPV6_V6ONLY of an IPv6 socket (ss -e
 ``v6only:``; None for others), its timer as (kind, expires ms, retransmits) or None (ss -o), its
 struct tcp_info as the kernel sent it (ss -i; decoded by the client, :func:`protocol.tcp_info`),
-its sk_meminfo counters (ss -m), its sk_shutdown bits (1: receive, 2: send; ss -e's ``<->``) and
-its congestion control's name (ss -i)."""
+its sk_meminfo counters (ss -m), its sk_shutdown bits (1: receive, 2: send; ss -e's ``<->``),
+its congestion control's name (ss -i) and the id of its cgroup (v2; ss --cgroup)."""
 
 
 def _columns(rows: list[tuple[Any, ...]], fields: int) -> list[Sequence[Any]]:
@@ -643,6 +645,7 @@ INET_DIAG_CONG = 4
 INET_DIAG_SKMEMINFO = 7
 INET_DIAG_SHUTDOWN = 8
 INET_DIAG_SKV6ONLY = 11
+INET_DIAG_CGROUP_ID = 21
 EXT_INFO = (1 << (INET_DIAG_INFO - 1)) | (1 << (INET_DIAG_CONG - 1))
 """inet_diag_req_v2.idiag_ext bits for tcp_info and the congestion control's name (ss -i)."""
 EXT_MEMORY = 1 << (INET_DIAG_SKMEMINFO - 1)
@@ -661,15 +664,16 @@ def _meminfo(buf: bytes, at: int, length: int) -> list[int]:
 
 def _inet_attributes(
     buf: bytes, at: int, stop: int
-) -> tuple[bytes | None, str | None, list[int] | None, bool | None, int | None]:
+) -> tuple[bytes | None, str | None, list[int] | None, bool | None, int | None, int | None]:
     """A socket message's tcp_info (the kernel's struct, as it sent it), its congestion control's
-    name, sk_meminfo, IPV6_V6ONLY (sent for every IPv6 socket) and shutdown bits (sent for every
-    socket)."""
+    name, sk_meminfo, IPV6_V6ONLY (sent for every IPv6 socket), shutdown bits and cgroup id (sent
+    for every socket)."""
     info: bytes | None = None
     congestion: str | None = None
     skmem: list[int] | None = None
     v6only: bool | None = None
     shutdown: int | None = None
+    cgroup: int | None = None
     attr = _NLATTR.unpack_from
     while at + 4 <= stop:
         attr_len, attr_type = attr(buf, at)
@@ -685,8 +689,10 @@ def _inet_attributes(
             v6only = buf[at + 4] != 0
         elif attr_type == INET_DIAG_SHUTDOWN and attr_len > 4:
             shutdown = buf[at + 4]
+        elif attr_type == INET_DIAG_CGROUP_ID and attr_len >= 12:
+            (cgroup,) = _U64.unpack_from(buf, at + 4)
         at += (attr_len + 3) & ~3
-    return info, congestion, skmem, v6only, shutdown
+    return info, congestion, skmem, v6only, shutdown, cgroup
 
 
 class _Layout(NamedTuple):
@@ -704,6 +710,7 @@ class _Layout(NamedTuple):
     skmem: slice | None
     v6only: int | None
     shutdown: int | None
+    cgroup: int | None
 
 
 _MAX_LAYOUTS = 64
@@ -741,6 +748,10 @@ def _layout(buf: bytes, offset: int, length: int) -> _Layout | None:
             parts.append(f"B{size - 1}x")
             where["shutdown" if attr_type == INET_DIAG_SHUTDOWN else "v6only"] = index
             index += 1
+        elif attr_type == INET_DIAG_CGROUP_ID and size >= 8:
+            parts.append(f"Q{size - 8}x")
+            where["cgroup"] = index
+            index += 1
         else:
             parts.append(f"{size}x")
         padded = min((attr_len + 3) & ~3, stop - at)
@@ -762,6 +773,7 @@ def _layout(buf: bytes, offset: int, length: int) -> _Layout | None:
         skmem,
         where.get("v6only"),
         where.get("shutdown"),
+        where.get("cgroup"),
     )
 
 
@@ -798,8 +810,19 @@ def _inet_detail_chunk(
                 v6only = None if at is None else values[at] != 0
                 at = layout.shutdown
                 shutdown = None if at is None else values[at]
+                at = layout.cgroup
+                cgroup = None if at is None else values[at]
                 timed = (timer, expires, retrans) if timer else None
-                details = (low | high << 32, v6only, timed, info, skmem, shutdown, congestion)
+                details = (
+                    low | high << 32,
+                    v6only,
+                    timed,
+                    info,
+                    skmem,
+                    shutdown,
+                    congestion,
+                    cgroup,
+                )
                 rows.append(
                     (
                         state,
@@ -827,14 +850,14 @@ def _inet_detail_chunk(
                 break
             offset += (length + 3) & ~3
             continue
-        info, congestion, skmem, v6only, shutdown = _inet_attributes(
+        info, congestion, skmem, v6only, shutdown, cgroup = _inet_attributes(
             buf, offset + _INET_DETAIL_MSG.size, offset + length
         )
         if made[0] < _MAX_LAYOUTS and offset + length <= end:
             layouts[length] = _layout(buf, offset, length)  # a new shape, or one that changed
             made[0] += 1
         timed = (timer, expires, retrans) if timer else None
-        details = (low | high << 32, v6only, timed, info, skmem, shutdown, congestion)
+        details = (low | high << 32, v6only, timed, info, skmem, shutdown, congestion, cgroup)
         rows.append(
             (state, rq, wq, inode, addresses[src], sport, addresses[dst], dport, uid, details)
         )
@@ -936,7 +959,7 @@ def _unix_details(
     buf: bytes, offset: int, skmem: list[int] | None, shutdown: int | None
 ) -> Details:
     low, high = _UNIX_COOKIE.unpack_from(buf, offset + _UNIX_MSG.size - 8)
-    return (low | high << 32, None, None, None, skmem, shutdown, None)
+    return (low | high << 32, None, None, None, skmem, shutdown, None, None)
 
 
 def _unix_name(raw: bytes) -> bytes:

@@ -713,10 +713,12 @@ _UNIX_TYPE_JSON = {number: f'"{name}"' for number, name in _UNIX_TYPES.items()}
 
 _DETAIL_COLUMNS = (("extended", "cookie"), ("extended", "v6only"), ("timers", "timer"),
                    ("info", "tcp_info"), ("memory", "skmem"), ("extended", "shutdown"),
-                   ("info", "congestion"))  # fmt: skip
-"""Request flag and SockBatch column of each of sockdiag.Details' seven parts, in its order."""
+                   ("info", "congestion"), ("cgroup", "cgroup"))  # fmt: skip
+"""Request flag and SockBatch column of each of sockdiag.Details' eight parts, in its order."""
 _TCP_INFO_PART = 3
 """The part that is bytes (struct tcp_info): base64 on the wire."""
+_CGROUP_PART = 7
+"""The part that is a cgroup id: its path on the wire."""
 
 
 def _wanted_details(request: p.SockListRequest) -> tuple[int, ...]:
@@ -728,16 +730,66 @@ def _base64(raw: Any) -> str | None:
     return None if raw is None else b2a_base64(raw, newline=False).decode("ascii")
 
 
-def _details_json(c: "sockdiag.InetChunk | sockdiag.UnixChunk", wanted: tuple[int, ...]) -> str:
+class CgroupPaths:
+    """cgroup v2 ids to paths, as ss --cgroup prints them (``/system.slice/ssh.service``).
+
+    A cgroup's id is its directory's inode number on the cgroup2 mount; the tree is walked
+    again (at most once per listing) when a socket names an id not seen yet. ``unreachable:ID``
+    (hex, as ss) for an id no directory has: a cgroup removed since, or one outside this mount.
+    """
+
+    def __init__(self, mounts: str = "/proc/self/mounts") -> None:
+        self._mounts = mounts
+        self._paths: dict[int, str] = {}
+        self._walked = False
+
+    def path(self, cgroup_id: int | None) -> str | None:
+        if cgroup_id is None:
+            return None
+        found = self._paths.get(cgroup_id)
+        if found is None and not self._walked:
+            self._walked = True
+            self._walk()
+            found = self._paths.get(cgroup_id)
+        return found if found is not None else f"unreachable:{cgroup_id:x}"
+
+    def _walk(self) -> None:
+        root = self._root()
+        if root is None:
+            return
+        for directory, _, _ in os.walk(root):
+            try:
+                inode = os.stat(directory).st_ino
+            except OSError:  # removed while we walk
+                continue
+            self._paths[inode] = "/" + os.path.relpath(directory, root).removeprefix(".")
+
+    def _root(self) -> str | None:
+        """The first cgroup2 mount (``/sys/fs/cgroup``, ``/sys/fs/cgroup/unified``), if any."""
+        try:
+            with open(self._mounts, encoding="utf-8", errors="replace") as mounts:
+                for line in mounts:
+                    fields = line.split()
+                    if len(fields) > 2 and fields[2] == "cgroup2":
+                        return fields[1].replace("\\040", " ")
+        except OSError:
+            return None
+        return None
+
+
+def _details_json(
+    c: "sockdiag.InetChunk | sockdiag.UnixChunk", wanted: tuple[int, ...], cgroups: CgroupPaths
+) -> str:
     """The detail columns a request asked for (null cells where a source had none: /proc/net)."""
     details = (
         c.details if len(c.details) == c.count() else [(None,) * len(_DETAIL_COLUMNS)] * c.count()
     )
+    encode: dict[int, Callable[[Any], Any]] = {_TCP_INFO_PART: _base64, _CGROUP_PART: cgroups.path}
     return "".join(
         f',"{_DETAIL_COLUMNS[i][1]}":'
         + _dumps(
-            list(map(_base64, (d[i] for d in details)))
-            if i == _TCP_INFO_PART
+            list(map(encode[i], (d[i] for d in details)))
+            if i in encode
             else [d[i] for d in details]
         )
         for i in wanted
@@ -823,6 +875,7 @@ class _Listing:
     _prepared: "list[_Prepared]" = field(default_factory=list)
     """Batches encoded but for their holders while the process scan runs."""
     _prepared_rows: int = 0
+    cgroups: CgroupPaths = field(default_factory=CgroupPaths)
 
     def items(self) -> Iterator[str]:
         with self.stack:
@@ -876,7 +929,7 @@ class _Listing:
 
         def main(chunk: sockdiag.InetChunk) -> str:
             text = _inet_main(header, type_name, chunk)
-            return text + _details_json(chunk, wanted) if wanted else text
+            return text + _details_json(chunk, wanted, self.cgroups) if wanted else text
 
         yield from self._batches(chunks, main, _inet_tail)
 
@@ -891,7 +944,7 @@ class _Listing:
 
         def main(chunk: sockdiag.UnixChunk) -> str:
             text = _unix_main(header, chunk)
-            return text + _details_json(chunk, wanted) if wanted else text
+            return text + _details_json(chunk, wanted, self.cgroups) if wanted else text
 
         yield from self._batches(chunks, main, _unix_tail)
 

@@ -996,7 +996,19 @@ def test_cli_details_as_ss_prints_them(shared_daemon: Daemon) -> None:
             shown = sockctl(shared_daemon, *query, "-eoim")
             assert shown.returncode == 0, shown.stderr
             row, info = shown.stdout.splitlines()
-            assert re.search(rf"timer:\(keepalive,\d+min,0\) ino:{inode} sk:[0-9a-f]+ <->$", row)
+            shown_cgroup = re.search(
+                rf"timer:\(keepalive,\d+min,0\) ino:{inode} sk:[0-9a-f]+ cgroup:(\S+) <->$", row
+            )
+            assert shown_cgroup, row
+            # The host's namespace: ss finds the cgroup as sockd does (in `ip netns exec` it
+            # cannot: that remounts /sys).
+            theirs = subprocess.run(
+                ["ss", "-tneH", "dport", "=", f":{port}"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            assert f"ino:{inode} " in theirs and f" cgroup:{shown_cgroup.group(1)} " in theirs
             assert info.startswith("\t skmem:(r0,rb"), info
             assert re.search(r" cubic | bbr | reno ", info) and " cwnd:10" in info, info
             plain = sockctl(shared_daemon, *query)
@@ -1010,8 +1022,12 @@ def test_cli_details_as_ss_prints_them(shared_daemon: Daemon) -> None:
             assert sock["timer"]["name"] == "keepalive" and sock["timer"]["retrans"] == 0
             assert sock["tcp_info"]["snd_cwnd"] == 10 and sock["tcp_info"]["state"] == 1
             assert sock["memory"]["rcvbuf"] > 0 and f"sk:{sock['cookie']:x}" in row
+            assert sock["cgroup"] == shown_cgroup.group(1)
+            only = sockctl(shared_daemon, *query, "--cgroup").stdout
+            assert only.rstrip().endswith(f"cgroup:{sock['cgroup']}") and "ino:" not in only
             bare = sockctl(shared_daemon, "--json", *query).json()
             assert bare["sockets"][0]["tcp_info"] is None and bare["sockets"][0]["cookie"] is None
+            assert bare["sockets"][0]["cgroup"] is None
 
 
 _NETIDS = {"stream": "u_str", "dgram": "u_dgr", "seqpacket": "u_seq"}
@@ -1085,6 +1101,71 @@ def test_cli_bad_tables_and_oneline(shared_daemon: Daemon, zoo: Zoo) -> None:
     assert {s["type"] for s in every.json()["sockets"]} == {"stream", "dgram", "seqpacket"}
     unix = sockctl(shared_daemon, "sock", "list", "-N", zoo.name, "-x", "-m", "-O", "-H")
     assert all(row.startswith("u_") and "skmem:(" in row for row in unix.stdout.splitlines())
+
+
+def _cgroup2_root() -> Path:
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        fields = line.split()
+        if fields[2] == "cgroup2":
+            return Path(fields[1])
+    pytest.fail("no cgroup2 mount on this machine: --cgroup cannot be tested")
+
+
+def test_cgroup_of_a_socket_made_in_a_cgroup(shared_daemon: Daemon) -> None:
+    """A socket made by a process in a cgroup of its own carries that cgroup's path, as ss shows
+    it; once the cgroup is gone, the id is told unreachable, as ss does."""
+    group = _cgroup2_root() / f"sockd-test-{os.getpid()}"
+    group.mkdir()
+    child = None
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-c", _IN_CGROUP, str(group / "cgroup.procs")],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.PIPE,
+            text=True,
+        )
+        assert child.stdout is not None
+        port = child.stdout.readline().strip()
+        (sock,) = shared_daemon.client().sock_list(
+            kinds=["tcp"], local_port=int(port), cgroup=True, processes=False
+        )[0]
+        assert sock.cgroup == f"/{group.name}"
+        theirs = subprocess.run(
+            ["ss", "-tlneH", "sport", "=", f":{port}"], capture_output=True, text=True, check=True
+        ).stdout
+        assert f" cgroup:/{group.name} " in theirs
+        table = sockctl(shared_daemon, "sock", "list", "-t", "--sport", port, "--cgroup", "-H")
+        assert table.stdout.rstrip().endswith(f" cgroup:/{group.name}")
+        assert child.stdin is not None
+        child.stdin.write("out\n")  # back to the root cgroup; the socket stays
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "moved"
+        group.rmdir()
+        (sock,) = shared_daemon.client().sock_list(
+            kinds=["tcp"], local_port=int(port), cgroup=True, processes=False
+        )[0]
+        assert sock.cgroup is not None and sock.cgroup.startswith("unreachable:")
+    finally:
+        if child is not None:
+            child.kill()
+            child.communicate()
+        if group.exists():
+            group.rmdir()
+
+
+_IN_CGROUP = r"""
+import os, socket, sys
+procs = sys.argv[1]
+with open(procs, "w") as f:
+    f.write(str(os.getpid()))
+server = socket.create_server(("127.0.0.1", 0))
+print(server.getsockname()[1], flush=True)
+sys.stdin.readline()
+with open(os.path.join(os.path.dirname(os.path.dirname(procs)), "cgroup.procs"), "w") as f:
+    f.write(str(os.getpid()))
+print("moved", flush=True)
+sys.stdin.readline()
+"""
 
 
 def test_cli_resolve_names_like_ss_r(shared_daemon: Daemon) -> None:
