@@ -182,14 +182,7 @@ def _address_filter(
 
         return None, unix_match
     text = value[1:-1] if value.startswith("[") and value.endswith("]") else value
-    try:
-        network = ipaddress.ip_network(text, strict=False)
-    except ValueError as exc:
-        raise InvalidRequest(
-            f"{field_name}: {value!r} is not an IP address or network (e.g. 10.0.0.1, "
-            f"10.0.0.0/8, ::1), nor a UNIX name pattern starting with / or @",
-            field=field_name,
-        ) from exc
+    network = _ip_network(text, field_name, value, ", nor a UNIX name pattern starting with / or @")
     cache: dict[str, bool] = {}
 
     def inet_match(address: str) -> bool:
@@ -277,16 +270,23 @@ def _host_predicate(expr: p.SockHostMatch, family: int, where: str) -> _Predicat
     return destination
 
 
-def _network_match(text: str, family: int, field_name: str) -> Callable[[str], bool]:
-    """Whether an address of ``family`` (text) is in the network ``text``; cached per address."""
+def _ip_network(
+    text: str, field_name: str, shown: str, alternatives: str = ""
+) -> "ipaddress.IPv4Network | ipaddress.IPv6Network":
+    """``text`` as a network (an address is a /32 or /128), or the request's error."""
     try:
-        network = ipaddress.ip_network(text, strict=False)
+        return ipaddress.ip_network(text, strict=False)
     except ValueError as exc:
         raise InvalidRequest(
-            f"{field_name}: {text!r} is not an IP address or network (e.g. 10.0.0.1, 10.0.0.0/8, "
-            f"::1)",
+            f"{field_name}: {shown!r} is not an IP address or network (e.g. 10.0.0.1, 10.0.0.0/8, "
+            f"::1){alternatives}",
             field=field_name,
         ) from exc
+
+
+def _network_match(text: str, family: int, field_name: str) -> Callable[[str], bool]:
+    """Whether an address of ``family`` (text) is in the network ``text``; cached per address."""
+    network = _ip_network(text, field_name, text)
     socket_version = 4 if family == socket.AF_INET else 6
     if network.version == 6 and socket_version == 4:
         return lambda address: False
