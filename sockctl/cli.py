@@ -666,6 +666,20 @@ _STATE_CHOICES = [
 # protocol.SockStateFilter, spelled out: importing typing.get_args here would cost start-up.
 
 
+_SUMMARY = "\0summary"
+"""-s without a state: ss's -s (summary), which no state name can be."""
+
+
+def _check_states(values: tuple[str, ...]) -> tuple[str, ...]:
+    wrong = [value for value in values if value not in _STATE_CHOICES and value != _SUMMARY]
+    if wrong:
+        raise click.BadParameter(
+            f"{wrong[0]!r} is not one of {', '.join(map(repr, _STATE_CHOICES))}",
+            param_hint="'-s' / '--state'",
+        )
+    return values
+
+
 @cli.group()
 def sock() -> None:
     """Sockets: list them like ss (any namespace), or get one made by sockd (sock open)."""
@@ -710,9 +724,12 @@ def _kind_options(fn: F) -> F:
     "--state",
     "states",
     multiple=True,
-    type=click.Choice(_STATE_CHOICES),
+    is_flag=False,
+    flag_value=_SUMMARY,
+    callback=lambda _ctx, _param, values: _check_states(values),
     metavar="STATE",
-    help="ss's state names and groups (established, listening, connected, ...); repeatable.",
+    help="ss's state names and groups (established, listening, connected, ...); repeatable. "
+    "Alone, as ss -s: the summary (sock summary).",
 )
 @click.option(
     "--sport",
@@ -821,6 +838,17 @@ def sock_list(
     members of the monitor group (see `sockctl whoami`). Rows of named namespaces are tagged
     with --all-netns.
     """
+    if _SUMMARY in states:  # ss -s
+        click.get_current_context().invoke(
+            sock_summary,
+            kinds=kinds,
+            families=families,
+            netns=netns,
+            all_netns=all_netns,
+            prometheus=False,
+            filter_words=filter_words,
+        )
+        return
     wanted_states: list[str] = [*states, *(["listening"] if listening else [])]
     wanted_states, expr, local_port, remote_port = _filter_args(
         filter_words, wanted_states, local_port, remote_port

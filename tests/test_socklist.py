@@ -962,7 +962,18 @@ def test_cli_bad_filters_exit_codes(shared_daemon: Daemon) -> None:
     assert unknown.returncode == 5
     assert json.loads(unknown.stderr)["error"]["field"] == "netns"
     state = sockctl(shared_daemon, "sock", "list", "--state", "bogus")
-    assert state.returncode == 2  # click names the option and the choices
+    assert state.returncode == 2  # names the option and the choices
+    assert "'bogus' is not one of 'established'," in state.stderr and "--state" in state.stderr
+
+
+def test_cli_s_alone_is_ss_summary(shared_daemon: Daemon, zoo: Zoo) -> None:
+    """ss -s is its summary: `sock list -s` alone is `sock summary`; with a state it filters."""
+    summary = sockctl(shared_daemon, "sock", "summary", "-N", zoo.name, "-t")
+    alone = sockctl(shared_daemon, "sock", "list", "-N", zoo.name, "-t", "-s")
+    assert summary.returncode == alone.returncode == 0, alone.stderr
+    assert alone.stdout == summary.stdout and "estab" in alone.stdout
+    listed = sockctl(shared_daemon, "sock", "list", "-N", zoo.name, "-t", "-s", "listening", "-H")
+    assert listed.stdout and all(" LISTEN " in row for row in listed.stdout.splitlines())
 
 
 def test_cli_ss_default_flags_and_no_header(shared_daemon: Daemon) -> None:
