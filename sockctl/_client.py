@@ -52,6 +52,8 @@ from sockctl.protocol import (
     PublishedPort,
     SockBatch,
     SockCount,
+    SockEventsRequest,
+    SockEventsResult,
     SockExpr,
     SockFamily,
     SockInfo,
@@ -494,6 +496,63 @@ class Client:
         )
         return result
 
+    def sock_events(
+        self,
+        *,
+        kinds: Sequence[Literal["tcp", "udp"]] = (),
+        families: Sequence[SockFamily] = (),
+        local_port: int | None = None,
+        remote_port: int | None = None,
+        local_address: str | None = None,
+        remote_address: str | None = None,
+        uid: int | None = None,
+        netns: str | None = None,
+        expr: SockExpr | None = None,
+        count: int | None = None,
+        seconds: int | None = None,
+    ) -> "SockEvents":
+        """Each TCP/UDP socket the kernel destroys from now on, like ``ss -E`` (without root). ::
+
+            with client.sock_events(netns="web", remote_port=5432) as events:
+                for sock in events:
+                    print("gone:", sock.local, sock.local_port, "->", sock.remote, sock.remote_port)
+
+        Rows as :meth:`sock_list` gives them, without processes (the socket has none left), as
+        the kernel last had them. When this returns, the daemon is following the namespace:
+        nothing destroyed after that is missed. It goes on until ``count`` sockets came or
+        ``seconds`` passed (then iteration stops and :attr:`SockEvents.result` says so), or until
+        you close it (the connection of its own that it uses). Filters as in :meth:`sock_list`;
+        a bad filter or a missing namespace raises here.
+        """
+        request = SockEventsRequest(
+            kinds=list(kinds),
+            families=list(families),
+            local_port=local_port,
+            remote_port=remote_port,
+            local_address=local_address,
+            remote_address=remote_address,
+            uid=uid,
+            netns=netns,
+            expr=expr,
+            count=count,
+            seconds=seconds,
+        )
+        payload = json.dumps({"proto": PROTOCOL_VERSION, **to_wire(request)}).encode()
+        sock = _connect_socket(self.socket_path, self.timeout)
+        try:
+            self._send_or_fail(sock, payload)
+            self._under_way(sock)
+        except BaseException:
+            sock.close()
+            raise
+        return SockEvents(sock)
+
+    def _under_way(self, sock: socket.socket) -> None:
+        """The daemon's first message, without items: it follows the namespace now."""
+        first = _event_message(sock, self.timeout)
+        if first.get("items") or not first.get("more"):
+            raise ProtocolError("sockd did not start following sockets")
+
     # Acting inside namespaces as yourself (issue 5) ----------------------------------------------
 
     def popen(
@@ -890,6 +949,61 @@ def _descriptor(spec: "Stdio", default: int) -> int:
             raise ValueError("tty=True relays with real descriptors, not PIPE or DEVNULL")
         return spec
     return spec.fileno()
+
+
+class SockEvents:
+    """The sockets the kernel destroys, as they come (:meth:`Client.sock_events`): an iterator of
+    :class:`SockInfo` on a connection of its own, which :meth:`close` (or the ``with`` block's
+    end) closes, ending the daemon's side."""
+
+    result: SockEventsResult | None = None
+    """Once iteration stopped by ``count`` or ``seconds``: how it ended."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock: socket.socket | None = sock
+        self._waiting: list[SockInfo] = []
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> SockInfo:
+        while not self._waiting:
+            if self._sock is None:
+                raise StopIteration
+            message = _event_message(self._sock, None)  # events may be hours apart
+            raw_items = message.get("items", [])
+            if not isinstance(raw_items, list):
+                raise ProtocolError("sockd sent items that break the contract")
+            self._waiting = [decode(SockInfo, raw) for raw in reversed(raw_items)]
+            if not message.get("more"):
+                self.result = decode(SockEventsResult, message.get("result"))
+                self.close()
+        return self._waiting.pop()
+
+    def fileno(self) -> int:
+        """The connection, to wait for the next socket with select/poll (-1 once closed)."""
+        return -1 if self._sock is None else self._sock.fileno()
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _event_message(sock: socket.socket, timeout: float | None) -> dict[str, Any]:
+    message, fds = read_message(sock, timeout)
+    _wire.close_all(fds)
+    if message is None:
+        raise DaemonUnavailable("sockd closed the connection of sock_events")
+    if message.get("ok") is not True:
+        raise error_from(message)
+    return message
 
 
 def _connect_socket(path: str, timeout: float | None) -> socket.socket:

@@ -407,20 +407,38 @@ def rows_table(rows: Sequence[SockInfo]) -> str:
     an empty string for no rows."""
     if not rows:
         return ""
-    batches: list[SockBatch] = []
     key = operator.attrgetter("netns", "kind", "family")
-    for (netns, kind, family), group in itertools.groupby(rows, key):
-        items = list(group)
-        batches.append(
-            SockBatch(
-                netns=netns,
-                kind=kind,
-                family=family,
-                **{name: [getattr(r, name) for r in items] for name in _ROW_COLUMNS},
-            )
-        )
+    batches = [_rows_batch(list(group)) for _, group in itertools.groupby(rows, key)]
     show_netns = any(row.netns is not None for row in rows)
     return sock_table(batches, show_netns=show_netns, show_processes=False)
+
+
+def _rows_batch(items: list[SockInfo]) -> SockBatch:
+    """Rows of one namespace, kind and family as a batch (the table is made from batches)."""
+    first = items[0]
+    return SockBatch(
+        netns=first.netns,
+        kind=first.kind,
+        family=first.family,
+        **{name: [getattr(r, name) for r in items] for name in _ROW_COLUMNS},
+    )
+
+
+EVENT_HEADER = (
+    f"{'Netid':<5} {'State':<10} {'Recv-Q':>6} {'Send-Q':>6} {'Local Address:Port':>24} "
+    f"{'Peer Address:Port':<24}"
+)
+"""sock events' header: the rows come one at a time, so the columns have fixed widths, as in
+``ss -E``."""
+
+
+def event_line(row: SockInfo) -> str:
+    """One row of ``sock events``, under :data:`EVENT_HEADER` (``[netns]`` first, when named)."""
+    netid, state, recv_q, send_q, local, peer = (
+        column[0] for column in cells(_rows_batch([row]), processes=False)
+    )
+    line = f"{netid:<5} {state:<10} {recv_q:>6} {send_q:>6} {local:>24} {peer:<24}".rstrip()
+    return line if row.netns is None else f"[{row.netns}] {line}"
 
 
 _ROW_COLUMNS = (

@@ -789,6 +789,12 @@ def _kind_options(fn: F) -> F:
 @click.option(
     "-K", "--kill", is_flag=True, help="Close the TCP/UDP sockets that match (ss -K; = sock kill)."
 )
+@click.option(
+    "-E",
+    "--events",
+    is_flag=True,
+    help="Follow sockets as they are destroyed (ss -E; = sock events).",
+)
 @click.argument("filter_words", nargs=-1, metavar="[FILTER]...")
 @json_option
 @pass_state
@@ -821,6 +827,7 @@ def sock_list(
     family_words: tuple[str, ...],
     queries: tuple[str, ...],
     kill: bool,
+    events: bool,
     filter_words: tuple[str, ...],
 ) -> None:
     """List sockets like `ss -tuwxanp`: every kind and state unless filtered.
@@ -838,6 +845,27 @@ def sock_list(
     members of the monitor group (see `sockctl whoami`). Rows of named namespaces are tagged
     with --all-netns.
     """
+    if events:  # ss -E
+        if states or listening or pid is not None or all_netns or "unix" in kinds or "raw" in kinds:
+            raise click.UsageError(
+                "-E follows TCP/UDP sockets of one namespace: no states, -x/-w/--pid/--all-netns"
+            )
+        click.get_current_context().invoke(
+            sock_events,
+            kinds=kinds,
+            families=families,
+            netns=netns,
+            local_port=local_port,
+            remote_port=remote_port,
+            local_address=local_address,
+            remote_address=remote_address,
+            uid=uid,
+            count=None,
+            seconds=None,
+            no_header=no_header,
+            filter_words=filter_words,
+        )
+        return
     if _SUMMARY in states:  # ss -s
         click.get_current_context().invoke(
             sock_summary,
@@ -1140,6 +1168,78 @@ def sock_kill(
         dry_run=dry_run,
         no_header=no_header,
     )
+
+
+@sock.command("events")
+@click.option("-t", "--tcp", "kinds", flag_value="tcp", multiple=True, help="TCP.")
+@click.option("-u", "--udp", "kinds", flag_value="udp", multiple=True, help="UDP.")
+@click.option("-4", "--ipv4", "families", flag_value="inet", multiple=True, help="IPv4 only.")
+@click.option("-6", "--ipv6", "families", flag_value="inet6", multiple=True, help="IPv6 only.")
+@click.option(
+    "-N", "--netns", metavar="NAME", shell_complete=_complete_ns, help="A named namespace."
+)
+@click.option("--sport", "local_port", callback=port_option, help="Local port, service or range.")
+@click.option("--dport", "remote_port", callback=port_option, help="Remote port, service or range.")
+@click.option("--src", "local_address", metavar="ADDR", help="Local IP or network.")
+@click.option("--dst", "remote_address", metavar="ADDR", help="Remote IP or network.")
+@click.option("--uid", callback=uid_option, help="Sockets owned by this uid or user name.")
+@click.option("-c", "--count", type=click.IntRange(1, 1_000_000), help="Stop after N sockets.")
+@click.option("--seconds", type=click.IntRange(1, 86_400), help="Stop after S seconds.")
+@click.option("-H", "--no-header", is_flag=True, help="No header line.")
+@click.argument("filter_words", nargs=-1, metavar="[FILTER]...")
+@json_option
+@pass_state
+def sock_events(
+    state: State,
+    kinds: tuple[str, ...],
+    families: tuple[str, ...],
+    netns: str | None,
+    local_port: int | tuple[int, int] | None,
+    remote_port: int | tuple[int, int] | None,
+    local_address: str | None,
+    remote_address: str | None,
+    uid: int | None,
+    count: int | None,
+    seconds: int | None,
+    no_header: bool,
+    filter_words: tuple[str, ...],
+) -> None:
+    """Print TCP/UDP sockets as the kernel destroys them, like `ss -E` (which needs root).
+
+    Runs until Ctrl-C, --count sockets or --seconds. FILTER is an ss expression as for `sock
+    list` (no state words: a destroyed socket's state is the one it ended in). --json prints one
+    JSON object per socket and line, then the summary.
+    """
+    states, expr, lport, rport = _filter_args(filter_words, [], local_port, remote_port)
+    if states:
+        raise click.UsageError("sock events follows sockets as they end: drop the state words")
+    events = state.client.sock_events(
+        kinds=kinds,  # type: ignore[arg-type]
+        families=families,  # type: ignore[arg-type]
+        local_port=lport,
+        remote_port=rport,
+        local_address=local_address,
+        remote_address=remote_address,
+        uid=uid,
+        netns=netns,
+        expr=expr,
+        count=count,
+        seconds=seconds,
+    )
+    from sockctl._socktable import EVENT_HEADER, event_line
+
+    if not no_header and not state.json:
+        click.echo(EVENT_HEADER)
+    with events:
+        try:
+            for row in events:
+                click.echo(json.dumps(to_wire(row)) if state.json else event_line(row))
+        except KeyboardInterrupt:
+            sys.exit(130)
+        except BrokenPipeError:  # `sockctl sock events | head`: the reader has had enough
+            sys.exit(0)
+    if state.json and events.result is not None:
+        click.echo(json.dumps({"result": to_wire(events.result)}))
 
 
 @sock.command("summary")

@@ -599,6 +599,51 @@ class SockKillRequest(RequestBase):
     dry_run: bool = False
 
 
+MAX_SOCK_EVENTS = 1_000_000
+MAX_SOCK_EVENTS_SECONDS = 86_400
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SockEventsRequest(RequestBase):
+    """Follow the TCP/UDP sockets of a namespace as the kernel destroys them, like ``ss -E``.
+
+    Each socket destroyed from then on comes as an item (a :class:`SockInfo` as the kernel last
+    had it: often ``closed``, TIME-WAIT and other leftovers come when they expire), until the
+    client closes the connection, ``count`` sockets came, or ``seconds`` passed; then the reply
+    (:class:`SockEventsResult`). Filters as in sock.list (empty kinds: TCP and UDP). Joining the
+    kernel's socket-destroy groups needs CAP_NET_ADMIN, so ``ss -E`` is root's; sockd lets anyone
+    watch, as it lets anyone list.
+    """
+
+    op: Literal["sock.events"] = "sock.events"
+    kinds: list[SockKillKind] = dataclasses.field(default_factory=list)
+    families: list[SockFamily] = dataclasses.field(default_factory=list)
+    local_port: Port | None = None
+    remote_port: Port | None = None
+    local_address: SockAddress | None = None
+    remote_address: SockAddress | None = None
+    uid: Uid | None = None
+    netns: NsName | None = None
+    """A named namespace; None: the host's."""
+    expr: BoundedSockExpr | None = None
+    count: Annotated[int, Constraint(ge=1, le=MAX_SOCK_EVENTS)] | None = None
+    """End after this many sockets."""
+    seconds: Annotated[int, Constraint(ge=1, le=MAX_SOCK_EVENTS_SECONDS)] | None = None
+    """End after this long."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SockEventsResult:
+    """The end of a ``sock.events`` stream: how many sockets were sent, how many times the kernel
+    dropped some because they came faster than they were read (``overflows``: its socket buffer
+    was full, and ``ss -E`` would have missed them too), and why it ended (``closed``: the client
+    went away; it then gets no reply, but the audit record says so)."""
+
+    events: int
+    overflows: int
+    ended: Literal["count", "seconds", "closed"]
+
+
 # Acting inside a namespace as the caller: ns.exec, exec.signal, sock.open ---------------------------
 
 FdIndex = Annotated[int, Constraint(ge=0, le=MAX_FDS - 1)]
@@ -715,6 +760,7 @@ Request = Union[  # noqa: UP007 -- pydantic reads the discriminator from a typin
     SockListRequest,
     SockSummaryRequest,
     SockKillRequest,
+    SockEventsRequest,
     # issue 5
     NsExecRequest,
     ExecSignalRequest,
@@ -1403,6 +1449,7 @@ OPERATIONS: dict[str, Operation] = {
     "sock.summary": Operation(SockSummaryRequest, SockSummaryResult, item=SockCount),
     # issue 15: audited like a mutation (root closes sockets on the caller's behalf).
     "sock.kill": Operation(SockKillRequest, SockKillReply, mutating=True),
+    "sock.events": Operation(SockEventsRequest, SockEventsResult, item=SockInfo),
     # issue 5: acting inside a namespace as the caller. Both are audited like mutations: root acts
     # on the caller's behalf.
     "ns.exec": Operation(

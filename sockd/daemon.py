@@ -34,7 +34,7 @@ from sockctl.protocol import (
 from sockctl.schema import request_adapter
 from sockd import linux
 from sockd.config import Config, ExecConfig
-from sockd.dispatch import TABLE, Call, Fds, Listing, Session, WithFds
+from sockd.dispatch import TABLE, UNDER_WAY, Call, Fds, Listing, Session, WithFds
 from sockd.execution import Executor
 from sockd.handover import SocketOpener
 from sockd.links import Links
@@ -227,7 +227,7 @@ class Daemon:
 
     def handle(
         self, peer: Peer, data: bytes, fds: list[int], channel: socket.socket | None = None
-    ) -> Iterator[Message]:
+    ) -> Generator[Message, None, None]:
         """Answer one request datagram with one or more reply datagrams. Never raises."""
         return self.execute(peer, self.prepare(peer, data, fds), channel)
 
@@ -395,9 +395,8 @@ class Daemon:
                         f'{{"ok":true,"more":false,"items":[],"result":{result}}}'.encode()
                     )
                     return
-                yield Message(
-                    f'{{"ok":true,"more":true,"items":[{_dumps(to_wire(event))}]}}'.encode()
-                )
+                items = "" if event is UNDER_WAY else _dumps(to_wire(event))
+                yield Message(f'{{"ok":true,"more":true,"items":[{items}]}}'.encode())
 
     @staticmethod
     def error_reply(exc: RequestError) -> bytes:

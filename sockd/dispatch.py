@@ -104,6 +104,10 @@ class Session:
     run: Callable[[Call], Generator[Any, None, Any]]
 
 
+UNDER_WAY = object()
+"""What a session may yield to send a message without items: it has started (sock.events: the
+kernel now reports to it), so the client knows that nothing from then on is missed."""
+
 Handler = Callable[["Daemon", Peer, Any], Any]
 
 
@@ -285,6 +289,7 @@ TABLE: dict[str, Route] = {
     "sock.summary": Route(Access.ANYONE, sock_summary),
     # issue 15: who may close which socket (own uid; root, policy.kill_groups) is checked there.
     "sock.kill": Route(Access.ANYONE, sock_kill),
+    "sock.events": Route(Access.ANYONE, socklist.watch_sockets),
     # issue 5: ownership (exec) and port grants (sock.open) are checked in the handlers.
     "ns.exec": Route(Access.ANYONE, ns_exec),
     "exec.signal": Route(Access.ANYONE, exec_signal),

@@ -868,6 +868,104 @@ def _inet_detail_chunk(
     ), status
 
 
+SKNLGRP_GROUPS: dict[tuple[int, int], int] = {
+    (socket.AF_INET, socket.IPPROTO_TCP): 1,  # SKNLGRP_INET_TCP_DESTROY
+    (socket.AF_INET, socket.IPPROTO_UDP): 2,
+    (socket.AF_INET6, socket.IPPROTO_TCP): 3,
+    (socket.AF_INET6, socket.IPPROTO_UDP): 4,
+}
+"""sock_diag's multicast groups (include/uapi/linux/sock_diag.h) by the sockets they report."""
+INET_DIAG_PROTOCOL = 10
+_EVENTS_BUFFER = 4 << 20
+
+
+class DestroyEvents:
+    """A sock_diag socket in the kernel's socket-destroy groups: what ``ss -E`` reads.
+
+    The kernel sends one message per TCP/UDP socket it destroys (a dump's message, with the
+    protocol as an attribute) to every socket of the namespace that joined the group. Joining
+    needs CAP_NET_ADMIN over the namespace.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._addresses: dict[int, _Addresses] = {
+            family: _Addresses(family) for family in (socket.AF_INET, socket.AF_INET6)
+        }
+        self._layouts: dict[int, _Layout | None] = {}
+        self._made = [0]
+
+    @classmethod
+    def open(cls, tables: Iterable[tuple[int, int]]) -> "DestroyEvents":
+        """Join the groups of ``tables`` ((family, protocol) pairs), in the calling thread's
+        network namespace. Raises PermissionError without CAP_NET_ADMIN."""
+        mask = 0
+        for table in tables:
+            mask |= 1 << (SKNLGRP_GROUPS[table] - 1)
+        sock = socket.socket(
+            socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_SOCK_DIAG
+        )
+        try:
+            with contextlib.suppress(PermissionError):  # a bigger buffer loses fewer in a burst
+                sock.setsockopt(socket.SOL_SOCKET, 33, _EVENTS_BUFFER)  # SO_RCVBUFFORCE
+            sock.bind((0, mask))
+        except OSError:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        return cls(sock)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def read(self) -> tuple[list[tuple[int, int, InetChunk]], bool]:
+        """What is waiting: (family, protocol, one socket's chunk with its details) for each
+        destroyed socket, and whether the kernel dropped some since the last read (ENOBUFS: its
+        buffer overflowed)."""
+        try:
+            buf = self._sock.recv(_RECV_SIZE)
+        except BlockingIOError:
+            return [], False
+        except OSError as exc:
+            if exc.errno == errno.ENOBUFS:
+                return [], True
+            raise
+        found: list[tuple[int, int, InetChunk]] = []
+        offset, end = 0, len(buf)
+        while offset + _NLMSG_HEADER_SIZE <= end:
+            length, kind = _NLMSG_HEADER.unpack_from(buf, offset)
+            if length < _NLMSG_HEADER_SIZE or offset + length > end:
+                break
+            if kind == SOCK_DIAG_BY_FAMILY and length > _INET_DETAIL_MSG.size:
+                family = buf[offset + _NLMSG_HEADER_SIZE]
+                protocol = _u8_attribute(
+                    buf, offset + _INET_DETAIL_MSG.size, offset + length, INET_DIAG_PROTOCOL
+                )
+                if family in self._addresses and protocol is not None:
+                    message = buf[offset : offset + length]
+                    chunk, _ = _inet_detail_chunk(
+                        message, self._addresses[family], self._layouts, self._made
+                    )
+                    if chunk.count():
+                        found.append((family, protocol, chunk))
+            offset += (length + 3) & ~3
+        return found, False
+
+
+def _u8_attribute(buf: bytes, at: int, stop: int, wanted: int) -> int | None:
+    while at + 4 <= stop:
+        attr_len, attr_type = _NLATTR.unpack_from(buf, at)
+        if attr_len < 4:
+            return None
+        if attr_type == wanted and attr_len > 4:
+            return buf[at + 4]
+        at += (attr_len + 3) & ~3
+    return None
+
+
 def _inet_id_chunk(buf: bytes, addresses: _Addresses) -> "tuple[_IdChunk, _End]":
     """:func:`_inet_chunk_slowly` that also keeps each socket's raw sockid (for SOCK_DESTROY)."""
     rows: list[tuple[Any, ...]] = []

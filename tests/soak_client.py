@@ -63,6 +63,8 @@ class Soak:
             "ns.set_nsid": lambda: self.client.ns_set_nsid(self.some_name()),
             "ns.exec": lambda: self.client.exec(self.some_name(), ["/bin/true"]),
             "sock.open": self.open_socket,
+            # Follows the host's sockets, then leaves at once: the daemon's session must end.
+            "sock.events": lambda: self.client.sock_events(kinds=["udp"]).close(),
         }
         self.generic: list[dict[str, Any]] = config["generic"]
         """Valid requests of read-only operations that have no scenario here."""
