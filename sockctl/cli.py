@@ -1097,14 +1097,57 @@ def _parse_filter(words: tuple[str, ...], states: list[str] | None) -> "Filter":
         raise click.UsageError(f"bad filter: {exc}") from None
 
 
+def _tcp_udp_options(fn: F) -> F:
+    """sock kill's and sock events' tables and namespace: -t -u -4 -6 -N."""
+    for option in reversed(
+        [
+            click.option("-t", "--tcp", "kinds", flag_value="tcp", multiple=True, help="TCP."),
+            click.option("-u", "--udp", "kinds", flag_value="udp", multiple=True, help="UDP."),
+            click.option(
+                "-4", "--ipv4", "families", flag_value="inet", multiple=True, help="IPv4 only."
+            ),
+            click.option(
+                "-6", "--ipv6", "families", flag_value="inet6", multiple=True, help="IPv6 only."
+            ),
+            click.option(
+                "-N",
+                "--netns",
+                metavar="NAME",
+                shell_complete=_complete_ns,
+                help="A named namespace.",
+            ),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+def _tcp_udp_filters(fn: F) -> F:
+    """sock kill's and sock events' flat filters: ports, addresses, owner."""
+    for option in reversed(
+        [
+            click.option(
+                "--sport", "local_port", callback=port_option, help="Local port, service or range."
+            ),
+            click.option(
+                "--dport",
+                "remote_port",
+                callback=port_option,
+                help="Remote port, service or range.",
+            ),
+            click.option("--src", "local_address", metavar="ADDR", help="Local IP or network."),
+            click.option("--dst", "remote_address", metavar="ADDR", help="Remote IP or network."),
+            click.option(
+                "--uid", callback=uid_option, help="Sockets owned by this uid or user name."
+            ),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
 @sock.command("kill")
-@click.option("-t", "--tcp", "kinds", flag_value="tcp", multiple=True, help="TCP.")
-@click.option("-u", "--udp", "kinds", flag_value="udp", multiple=True, help="UDP.")
-@click.option("-4", "--ipv4", "families", flag_value="inet", multiple=True, help="IPv4 only.")
-@click.option("-6", "--ipv6", "families", flag_value="inet6", multiple=True, help="IPv6 only.")
-@click.option(
-    "-N", "--netns", metavar="NAME", shell_complete=_complete_ns, help="A named namespace."
-)
+@_tcp_udp_options
 @click.option("-l", "--listening", is_flag=True, help="Listening sockets.")
 @click.option(
     "-s",
@@ -1115,11 +1158,7 @@ def _parse_filter(words: tuple[str, ...], states: list[str] | None) -> "Filter":
     metavar="STATE",
     help="ss's state names and groups; repeatable.",
 )
-@click.option("--sport", "local_port", callback=port_option, help="Local port, service or range.")
-@click.option("--dport", "remote_port", callback=port_option, help="Remote port, service or range.")
-@click.option("--src", "local_address", metavar="ADDR", help="Local IP or network.")
-@click.option("--dst", "remote_address", metavar="ADDR", help="Remote IP or network.")
-@click.option("--uid", callback=uid_option, help="Sockets owned by this uid or user name.")
+@_tcp_udp_filters
 @click.option("-n", "--dry-run", is_flag=True, help="Show what would be closed; close nothing.")
 @click.option("-H", "--no-header", is_flag=True, help="No header line.")
 @click.argument("filter_words", nargs=-1, metavar="[FILTER]...")
@@ -1171,18 +1210,8 @@ def sock_kill(
 
 
 @sock.command("events")
-@click.option("-t", "--tcp", "kinds", flag_value="tcp", multiple=True, help="TCP.")
-@click.option("-u", "--udp", "kinds", flag_value="udp", multiple=True, help="UDP.")
-@click.option("-4", "--ipv4", "families", flag_value="inet", multiple=True, help="IPv4 only.")
-@click.option("-6", "--ipv6", "families", flag_value="inet6", multiple=True, help="IPv6 only.")
-@click.option(
-    "-N", "--netns", metavar="NAME", shell_complete=_complete_ns, help="A named namespace."
-)
-@click.option("--sport", "local_port", callback=port_option, help="Local port, service or range.")
-@click.option("--dport", "remote_port", callback=port_option, help="Remote port, service or range.")
-@click.option("--src", "local_address", metavar="ADDR", help="Local IP or network.")
-@click.option("--dst", "remote_address", metavar="ADDR", help="Remote IP or network.")
-@click.option("--uid", callback=uid_option, help="Sockets owned by this uid or user name.")
+@_tcp_udp_options
+@_tcp_udp_filters
 @click.option("-c", "--count", type=click.IntRange(1, 1_000_000), help="Stop after N sockets.")
 @click.option("--seconds", type=click.IntRange(1, 86_400), help="Stop after S seconds.")
 @click.option("-H", "--no-header", is_flag=True, help="No header line.")

@@ -1138,25 +1138,21 @@ class _Match:
     row: p.SockInfo
 
 
-def kill_sockets(daemon: "Daemon", peer: Peer, request: p.SockKillRequest) -> p.SockKillReply:
-    """Close the TCP/UDP sockets a sock.kill request matches, all or nothing as to policy."""
-    selectors = (request.local_port, request.remote_port, request.local_address)
-    if (*selectors, request.remote_address, request.uid, request.expr) == (None,) * 6:
-        raise InvalidRequest(
-            "sock.kill needs a filter (a port, an address, a uid or an expression): without one "
-            "it would close every socket",
-            field="expr",
-        )
+def _inet_listing(
+    request: "p.SockKillRequest | p.SockEventsRequest", what: str, states: list[str]
+) -> p.SockListRequest:
+    """The sock.list filters of a request about TCP/UDP sockets only (kill, events); a UNIX name
+    pattern as an address is refused by name."""
     for name in ("local_address", "remote_address"):
         value = getattr(request, name)
         if value is not None and value.startswith(("/", "@")):
             raise InvalidRequest(
-                f"{name}: sock.kill closes TCP/UDP sockets; {value!r} is a UNIX name", field=name
+                f"{name}: {what} TCP/UDP sockets; {value!r} is a UNIX name", field=name
             )
-    listing = p.SockListRequest(
+    return p.SockListRequest(
         kinds=list(request.kinds) or ["tcp", "udp"],
         families=list(request.families),
-        states=list(request.states),
+        states=states,  # type: ignore[arg-type]
         local_port=request.local_port,
         remote_port=request.remote_port,
         local_address=request.local_address,
@@ -1166,6 +1162,18 @@ def kill_sockets(daemon: "Daemon", peer: Peer, request: p.SockKillRequest) -> p.
         processes=False,
         expr=request.expr,
     )
+
+
+def kill_sockets(daemon: "Daemon", peer: Peer, request: p.SockKillRequest) -> p.SockKillReply:
+    """Close the TCP/UDP sockets a sock.kill request matches, all or nothing as to policy."""
+    selectors = (request.local_port, request.remote_port, request.local_address)
+    if (*selectors, request.remote_address, request.uid, request.expr) == (None,) * 6:
+        raise InvalidRequest(
+            "sock.kill needs a filter (a port, an address, a uid or an expression): without one "
+            "it would close every socket",
+            field="expr",
+        )
+    listing = _inet_listing(request, "sock.kill closes", list(request.states))
     filters = _filters(listing)
     if not request.states:
         filters.state_mask = _KILL_DEFAULT_STATES
@@ -1276,23 +1284,7 @@ def watch_sockets(daemon: "Daemon", peer: Peer, request: p.SockEventsRequest) ->
     (from its sock_diag destroy groups, which need CAP_NET_ADMIN: ss -E is root's)."""
     from sockd.dispatch import Session  # noqa: PLC0415 -- dispatch imports this module
 
-    listing = p.SockListRequest(
-        kinds=list(request.kinds) or ["tcp", "udp"],
-        families=list(request.families),
-        local_port=request.local_port,
-        remote_port=request.remote_port,
-        local_address=request.local_address,
-        remote_address=request.remote_address,
-        uid=request.uid,
-        netns=request.netns,
-        expr=request.expr,
-    )
-    for name in ("local_address", "remote_address"):
-        value = getattr(request, name)
-        if value is not None and value.startswith(("/", "@")):
-            raise InvalidRequest(
-                f"{name}: sock.events follows TCP/UDP sockets; {value!r} is a UNIX name", field=name
-            )
+    listing = _inet_listing(request, "sock.events follows", [])
     filters = _filters(listing)  # checked now: a bad filter is an error before the stream starts
     return Session(functools.partial(_watch, daemon, request, filters))
 
