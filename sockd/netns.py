@@ -371,7 +371,14 @@ class Namespaces:
                 try:
                     if linux.ns_identity(f"/proc/self/fd/{fd}") != identity:
                         continue  # the pid was reused
-                    nsid = nl.get_nsid(fd)
+                    try:
+                        nsid = nl.get_nsid(fd)
+                    except OSError as exc:
+                        if exc.errno != errno.EINVAL:
+                            raise
+                        # Dying: its last process left while we looked, and the kernel refuses a
+                        # reference to a namespace on its way out (found by the soak).
+                        continue
                     owner = linux.netns_owner_uid(fd)
                 finally:
                     os.close(fd)
