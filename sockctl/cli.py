@@ -685,35 +685,45 @@ def sock() -> None:
     """Sockets: list them like ss (any namespace), or get one made by sockd (sock open)."""
 
 
-def _kind_options(fn: F) -> F:
-    for option in reversed(
-        [
-            click.option("-t", "--tcp", "kinds", flag_value="tcp", multiple=True, help="TCP."),
-            click.option("-u", "--udp", "kinds", flag_value="udp", multiple=True, help="UDP."),
-            click.option("-w", "--raw", "kinds", flag_value="raw", multiple=True, help="RAW."),
-            click.option("-x", "--unix", "kinds", flag_value="unix", multiple=True, help="UNIX."),
-            click.option(
-                "-4", "--ipv4", "families", flag_value="inet", multiple=True, help="IPv4 only."
-            ),
-            click.option(
-                "-6", "--ipv6", "families", flag_value="inet6", multiple=True, help="IPv6 only."
-            ),
-            click.option(
-                "-N",
-                "--netns",
-                metavar="NAME",
-                shell_complete=_complete_ns,
-                help="A named namespace instead of the host's.",
-            ),
-            click.option(
-                "--all-netns",
-                is_flag=True,
-                help="The host's namespace and every other one (named, and unnamed ones as pid:PID).",
-            ),
-        ]
-    ):
-        fn = option(fn)
-    return fn
+def _options(*options: Callable[[F], F]) -> Callable[[F], F]:
+    """One decorator applying ``options`` in the order they are listed (as ``--help`` shows them)."""
+
+    def apply(fn: F) -> F:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return apply
+
+
+_TCP = click.option("-t", "--tcp", "kinds", flag_value="tcp", multiple=True, help="TCP.")
+_UDP = click.option("-u", "--udp", "kinds", flag_value="udp", multiple=True, help="UDP.")
+_IPV4 = click.option(
+    "-4", "--ipv4", "families", flag_value="inet", multiple=True, help="IPv4 only."
+)
+_IPV6 = click.option(
+    "-6", "--ipv6", "families", flag_value="inet6", multiple=True, help="IPv6 only."
+)
+_kind_options = _options(
+    _TCP,
+    _UDP,
+    click.option("-w", "--raw", "kinds", flag_value="raw", multiple=True, help="RAW."),
+    click.option("-x", "--unix", "kinds", flag_value="unix", multiple=True, help="UNIX."),
+    _IPV4,
+    _IPV6,
+    click.option(
+        "-N",
+        "--netns",
+        metavar="NAME",
+        shell_complete=_complete_ns,
+        help="A named namespace instead of the host's.",
+    ),
+    click.option(
+        "--all-netns",
+        is_flag=True,
+        help="The host's namespace and every other one (named, and unnamed ones as pid:PID).",
+    ),
+)
 
 
 @sock.command("list")
@@ -1097,53 +1107,28 @@ def _parse_filter(words: tuple[str, ...], states: list[str] | None) -> "Filter":
         raise click.UsageError(f"bad filter: {exc}") from None
 
 
-def _tcp_udp_options(fn: F) -> F:
-    """sock kill's and sock events' tables and namespace: -t -u -4 -6 -N."""
-    for option in reversed(
-        [
-            click.option("-t", "--tcp", "kinds", flag_value="tcp", multiple=True, help="TCP."),
-            click.option("-u", "--udp", "kinds", flag_value="udp", multiple=True, help="UDP."),
-            click.option(
-                "-4", "--ipv4", "families", flag_value="inet", multiple=True, help="IPv4 only."
-            ),
-            click.option(
-                "-6", "--ipv6", "families", flag_value="inet6", multiple=True, help="IPv6 only."
-            ),
-            click.option(
-                "-N",
-                "--netns",
-                metavar="NAME",
-                shell_complete=_complete_ns,
-                help="A named namespace.",
-            ),
-        ]
-    ):
-        fn = option(fn)
-    return fn
-
-
-def _tcp_udp_filters(fn: F) -> F:
-    """sock kill's and sock events' flat filters: ports, addresses, owner."""
-    for option in reversed(
-        [
-            click.option(
-                "--sport", "local_port", callback=port_option, help="Local port, service or range."
-            ),
-            click.option(
-                "--dport",
-                "remote_port",
-                callback=port_option,
-                help="Remote port, service or range.",
-            ),
-            click.option("--src", "local_address", metavar="ADDR", help="Local IP or network."),
-            click.option("--dst", "remote_address", metavar="ADDR", help="Remote IP or network."),
-            click.option(
-                "--uid", callback=uid_option, help="Sockets owned by this uid or user name."
-            ),
-        ]
-    ):
-        fn = option(fn)
-    return fn
+_tcp_udp_options = _options(
+    _TCP,
+    _UDP,
+    _IPV4,
+    _IPV6,
+    click.option(
+        "-N", "--netns", metavar="NAME", shell_complete=_complete_ns, help="A named namespace."
+    ),
+)
+"""sock kill's and sock events' tables and namespace: -t -u -4 -6 -N."""
+_tcp_udp_filters = _options(
+    click.option(
+        "--sport", "local_port", callback=port_option, help="Local port, service or range."
+    ),
+    click.option(
+        "--dport", "remote_port", callback=port_option, help="Remote port, service or range."
+    ),
+    click.option("--src", "local_address", metavar="ADDR", help="Local IP or network."),
+    click.option("--dst", "remote_address", metavar="ADDR", help="Remote IP or network."),
+    click.option("--uid", callback=uid_option, help="Sockets owned by this uid or user name."),
+)
+"""sock kill's and sock events' flat filters: ports, addresses, owner."""
 
 
 @sock.command("kill")
