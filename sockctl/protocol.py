@@ -1640,9 +1640,11 @@ def _check_timers(name: str, column: list[Any]) -> None:
 def _check_tcp_info(name: str, column: list[Any]) -> None:
     """Lengths only: the base64 itself is checked as it is decoded (:func:`sock_batch_tcp_info`),
     which decoding it here too would make a third of an ``-i`` listing's client time."""
-    longest = max((len(cell) for cell in column if cell is not None), default=0)
-    if longest > (MAX_TCP_INFO + 2) // 3 * 4:
+    lengths = [len(cell) for cell in column if cell is not None]
+    if max(lengths, default=0) > (MAX_TCP_INFO + 2) // 3 * 4:
         raise WireTypeError(f"SockBatch.{name}: a tcp_info longer than {MAX_TCP_INFO} bytes")
+    if any(length & 3 for length in lengths):
+        raise WireTypeError(f"SockBatch.{name}: base64 comes in groups of four characters")
 
 
 def _check_skmem(name: str, column: list[Any]) -> None:
@@ -1695,14 +1697,9 @@ def sock_batch_tcp_info(batch: SockBatch) -> list[TcpInfo | None]:
     if batch.tcp_info is None:
         return [None] * len(batch.inode)
     congestion = batch.congestion or [None] * len(batch.inode)
-    decoder = _tcp_info_decoder
     try:
         return [
-            None
-            if raw is None
-            else decoder((len(raw) * 3 >> 2) - raw.count("=", -2))(
-                a2b_base64(raw, strict_mode=True), name
-            )
+            None if raw is None else tcp_info(a2b_base64(raw, strict_mode=True), name)
             for raw, name in zip(batch.tcp_info, congestion, strict=True)
         ]
     except (binascii.Error, struct.error) as exc:

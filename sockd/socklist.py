@@ -760,12 +760,21 @@ class CgroupPaths:
         root = self._root()
         if root is None:
             return
-        for directory, _, _ in os.walk(root):
+        try:
+            self._paths[os.stat(root).st_ino] = "/"
+        except OSError:
+            return
+        pending = [(root, "")]
+        while pending:  # the directory entries carry their inodes: no stat per cgroup
+            directory, path = pending.pop()
             try:
-                inode = os.stat(directory).st_ino
+                with os.scandir(directory) as entries:
+                    for entry in entries:
+                        if entry.is_dir(follow_symlinks=False):
+                            self._paths[entry.inode()] = f"{path}/{entry.name}"
+                            pending.append((entry.path, f"{path}/{entry.name}"))
             except OSError:  # removed while we walk
                 continue
-            self._paths[inode] = "/" + os.path.relpath(directory, root).removeprefix(".")
 
     def _root(self) -> str | None:
         """The first cgroup2 mount (``/sys/fs/cgroup``, ``/sys/fs/cgroup/unified``), if any."""
