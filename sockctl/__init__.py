@@ -13,9 +13,9 @@
         server = client.open_socket("tcp:0.0.0.0:80", ns="test")  # a socket made inside "test"
 """
 
-from sockctl import oob
+from typing import TYPE_CHECKING, Any
+
 from sockctl._client import Client
-from sockctl._exec import DEVNULL, FORWARDED_SIGNALS, PIPE, NsProcess
 from sockctl.errors import (
     AlreadyExists,
     Busy,
@@ -37,7 +37,6 @@ from sockctl.errors import (
     UnknownOperation,
     UnsupportedVersion,
 )
-from sockctl.oob import recv_until_mark, recv_urgent, send_urgent, sockatmark
 from sockctl.protocol import (
     VERSION,
     ExecExit,
@@ -66,7 +65,36 @@ from sockctl.protocol import (
     WhoAmIReply,
 )
 
+if TYPE_CHECKING:
+    from sockctl import oob
+    from sockctl._exec import DEVNULL, FORWARDED_SIGNALS, PIPE, NsProcess
+    from sockctl.oob import recv_until_mark, recv_urgent, send_urgent, sockatmark
+
 __version__ = VERSION
+
+_LAZY = {
+    "DEVNULL": "sockctl._exec",
+    "FORWARDED_SIGNALS": "sockctl._exec",
+    "PIPE": "sockctl._exec",
+    "NsProcess": "sockctl._exec",
+    "recv_until_mark": "sockctl.oob",
+    "recv_urgent": "sockctl.oob",
+    "send_urgent": "sockctl.oob",
+    "sockatmark": "sockctl.oob",
+}
+"""Names imported on first use: their modules (subprocess, termios, fcntl...) cost ~6 ms of the
+start-up of every sockctl command that does not run things or use out-of-band data."""
+
+
+def __getattr__(name: str) -> Any:
+    import importlib  # noqa: PLC0415
+
+    if name == "oob":
+        return importlib.import_module("sockctl.oob")
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'sockctl' has no attribute {name!r}")
+
 
 __all__ = [
     "DEVNULL",

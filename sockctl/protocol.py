@@ -45,7 +45,7 @@ import typing
 from binascii import a2b_base64
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, NamedTuple, Union
+from typing import Annotated, Any, Literal, NamedTuple, TypeVar, Union
 
 VERSION = "0.1.0"
 """The sockd/sockctl release."""
@@ -89,6 +89,90 @@ CIDR_PATTERN = r"^[0-9A-Fa-f:.]{2,45}/[0-9]{1,3}$"
 NSID_MAX = 2**31 - 1
 
 
+_Contract = TypeVar("_Contract", bound=type)
+
+
+@typing.dataclass_transform(
+    kw_only_default=True, frozen_default=True, field_specifiers=(dataclasses.field,)
+)
+def contract(cls: _Contract) -> _Contract:
+    """``@dataclass(frozen=True, kw_only=True, slots=True)`` without generated code.
+
+    dataclasses compiles source text for each class's ``__init__``, ``__repr__``, ``__eq__``,
+    ``__hash__``, ``__setattr__`` and ``__delattr__``: for the ~55 contract types that was ~45 ms of
+    every sockctl command's start-up (measured with ``-X importtime``; bench/cli.py). Here the class
+    is still a standard dataclass (``dataclasses.fields``, ``replace`` and pydantic see its fields)
+    but those methods are shared functions reading the field table. Constructing one costs ~1 µs
+    more; the types built once per socket of a large listing (:class:`SockInfo`,
+    :class:`SockProcess`, :class:`SockTimer`, :class:`SockMemory`) stay plain dataclasses.
+    """
+    if cls.__doc__ is None:  # else dataclass() makes one with inspect.signature: ~12 ms once
+        cls.__doc__ = f"{cls.__name__}({', '.join(cls.__annotations__)})"
+    made: Any = dataclass(init=False, repr=False, eq=False, slots=True)(cls)
+    made._contract_table = tuple(
+        (field.name, field.default, field.default_factory) for field in dataclasses.fields(made)
+    )
+    made.__init__ = _contract_init
+    made.__repr__ = _contract_repr
+    made.__eq__ = _contract_eq
+    made.__hash__ = _contract_hash
+    made.__setattr__ = made.__delattr__ = _contract_frozen
+    made.__getstate__ = _contract_values
+    made.__setstate__ = _contract_setstate
+    return typing.cast(_Contract, made)
+
+
+_MISSING: Any = dataclasses.MISSING
+
+
+def _contract_init(self: Any, **kwargs: Any) -> None:
+    put = object.__setattr__
+    unused = len(kwargs)
+    for name, default, factory in type(self)._contract_table:
+        if name in kwargs:
+            put(self, name, kwargs[name])
+            unused -= 1
+        elif default is not _MISSING:
+            put(self, name, default)
+        elif factory is not _MISSING:
+            put(self, name, factory())
+        else:
+            raise TypeError(f"{type(self).__name__}() missing keyword argument {name!r}")
+    if unused:
+        known = {name for name, _, _ in type(self)._contract_table}
+        unknown = sorted(set(kwargs) - known)[0]
+        raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument {unknown!r}")
+
+
+def _contract_values(self: Any) -> tuple[Any, ...]:
+    return tuple([getattr(self, name) for name, _, _ in type(self)._contract_table])
+
+
+def _contract_setstate(self: Any, state: tuple[Any, ...]) -> None:
+    for (name, _, _), value in zip(type(self)._contract_table, state, strict=True):
+        object.__setattr__(self, name, value)
+
+
+def _contract_repr(self: Any) -> str:
+    names = [name for name, _, _ in type(self)._contract_table]
+    inner = ", ".join(map("{}={!r}".format, names, _contract_values(self)))
+    return f"{type(self).__qualname__}({inner})"
+
+
+def _contract_eq(self: Any, other: Any) -> Any:
+    if other.__class__ is not self.__class__:
+        return NotImplemented
+    return _contract_values(self) == _contract_values(other)
+
+
+def _contract_hash(self: Any) -> int:
+    return hash(_contract_values(self))
+
+
+def _contract_frozen(self: Any, name: str, *value: Any) -> None:
+    raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+
+
 class ErrorCode(enum.StrEnum):
     """Stable error codes; each has one exception class in :mod:`sockctl.errors`."""
 
@@ -107,7 +191,7 @@ class ErrorCode(enum.StrEnum):
     INTERNAL_ERROR = "internal_error"
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class Constraint:
     """Bounds on one field, applied by pydantic in the daemon and shown in the JSON Schema.
 
@@ -142,7 +226,7 @@ IpAddress = Annotated[str, Constraint(min_length=2, max_length=45, pattern=r"^[0
 """An IPv4 or IPv6 address, without prefix (parsed by the daemon)."""
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class RequestBase:
     """Fields every request carries. Strict types, no extra fields (a plain dict keeps pydantic out)."""
 
@@ -150,28 +234,28 @@ class RequestBase:
     proto: int = PROTOCOL_VERSION
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class PingRequest(RequestBase):
     """Check that the daemon answers."""
 
     op: Literal["ping"] = "ping"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class WhoAmIRequest(RequestBase):
     """What the daemon knows about the caller, from the kernel, and what policy allows it."""
 
     op: Literal["whoami"] = "whoami"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class StatusRequest(RequestBase):
     """Daemon version, uptime and counters."""
 
     op: Literal["status"] = "status"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class NsCreateRequest(RequestBase):
     """Create a named network namespace owned by the caller, as ``ip netns add`` would."""
 
@@ -185,7 +269,7 @@ class NsCreateRequest(RequestBase):
     uid and gid), so that ``ns exec --admin`` gives the owner CAP_NET_ADMIN/NET_RAW over it only."""
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class NsDeleteRequest(RequestBase):
     """Delete a named namespace; refused while processes live inside unless ``force``."""
 
@@ -194,14 +278,14 @@ class NsDeleteRequest(RequestBase):
     force: bool = False
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class NsListRequest(RequestBase):
     """Every named namespace in the netns directory, made by sockd or by anything else."""
 
     op: Literal["ns.list"] = "ns.list"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class NsScanRequest(RequestBase):
     """Every network namespace on the host that a process is in or a name holds, named or not
     (containers', ``unshare -n``'s), like ``lsns -t net``. Root and monitors see all; others the
@@ -210,7 +294,7 @@ class NsScanRequest(RequestBase):
     op: Literal["ns.scan"] = "ns.scan"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class NsIdentifyRequest(RequestBase):
     """Names of the namespace a process is in; the caller's own process when ``pid`` is omitted."""
 
@@ -218,7 +302,7 @@ class NsIdentifyRequest(RequestBase):
     pid: Pid | None = None
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class NsPidsRequest(RequestBase):
     """Processes inside a named namespace."""
 
@@ -229,7 +313,7 @@ class NsPidsRequest(RequestBase):
 # Links, attach, nsid, show (issue 6) ------------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class NsLinkRequest(RequestBase):
     """Connect a namespace to the host (``peer`` None) or to another namespace with a veth pair.
 
@@ -254,7 +338,7 @@ class NsLinkRequest(RequestBase):
     servers (behind a local stub such as systemd-resolved's, its upstream ones)."""
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class NsPublishRequest(RequestBase):
     """Publish host port ``host_port`` into the namespace (DNAT to its NAT link's address, ``port``
     there; the same port when None). Host ports below 1024 need a ``policy.privileged_ports`` grant."""
@@ -266,7 +350,7 @@ class NsPublishRequest(RequestBase):
     port: Annotated[int, Constraint(ge=1, le=65535)] | None = None
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class NsUnpublishRequest(RequestBase):
     """Withdraw a published host port of the namespace."""
 
@@ -276,7 +360,7 @@ class NsUnpublishRequest(RequestBase):
     host_port: Annotated[int, Constraint(ge=1, le=65535)]
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class NsUnlinkRequest(RequestBase):
     """Remove a link sockd made; ``ifname`` is its end in ``name`` (may be omitted if it has one)."""
 
@@ -285,7 +369,7 @@ class NsUnlinkRequest(RequestBase):
     ifname: IfName | None = None
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class NsShowRequest(RequestBase):
     """One namespace in detail: hostname, every interface with state, addresses and peer."""
 
@@ -293,7 +377,7 @@ class NsShowRequest(RequestBase):
     name: NsName
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class NsAttachRequest(RequestBase):
     """Name the network namespace of a process (``ip netns attach``); the caller's own if no pid."""
 
@@ -302,7 +386,7 @@ class NsAttachRequest(RequestBase):
     pid: Pid | None = None
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class NsSetNsidRequest(RequestBase):
     """Assign the namespace's nsid as seen from the host (``ip netns set NAME N|auto``); None: auto."""
 
@@ -384,7 +468,7 @@ SockNetwork = Annotated[str, Constraint(min_length=1, max_length=64)]
 """An IPv4 or IPv6 address or network (``10.0.0.0/8``, ``::1``, ``::1/128``)."""
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class Tagged:
     """A union of dataclasses discriminated by the literal field ``field`` (pydantic's tagged union).
 
@@ -404,7 +488,7 @@ class Tagged:
         return {"type": "tagged-union", "choices": choices, "discriminator": self.field}
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class TreeBounds:
     """Bounds on a nested JSON value (a filter expression), checked before pydantic descends into it.
 
@@ -444,7 +528,7 @@ class TreeBounds:
         return value
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class SockPortMatch:
     """``sport``/``dport`` compared with a port: ``{"op": "sport", "cmp": "ge", "port": 1024}``."""
 
@@ -454,7 +538,7 @@ class SockPortMatch:
     port: Port
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class SockHostMatch:
     """``src``/``dst``: the local/remote address is in ``address`` (null: any) and, unless ``port``
     is null, the port equals ``port``, as ss's ``dst 10.0.0.0/8:80``.
@@ -469,7 +553,7 @@ class SockHostMatch:
     port: Port | None
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class SockAnd:
     """Every one of ``args`` matches."""
 
@@ -478,7 +562,7 @@ class SockAnd:
     args: Annotated[list["SockExpr"], Constraint(min_length=1, max_length=MAX_SOCK_EXPR_NODES)]
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class SockOr:
     """At least one of ``args`` matches."""
 
@@ -487,7 +571,7 @@ class SockOr:
     args: Annotated[list["SockExpr"], Constraint(min_length=1, max_length=MAX_SOCK_EXPR_NODES)]
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class SockNot:
     """``arg`` does not match."""
 
@@ -498,7 +582,7 @@ class SockNot:
 
 SockExpr = Annotated[
     Union[SockAnd, SockOr, SockNot, SockPortMatch, SockHostMatch],  # noqa: UP007 -- see Request
-    Tagged("op"),
+    Tagged(field="op"),
 ]
 """A sock.list filter expression: a tree of and/or/not over port and address comparisons, tagged by
 ``op``; ``sockctl sock list`` parses ss's syntax into one (:mod:`sockctl._ssfilter`)."""
@@ -508,7 +592,7 @@ BoundedSockExpr = Annotated[
 ]
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class SockListRequest(RequestBase):
     """Sockets of the host's namespace, of a named one, or of all of them (``all_netns``), like ss.
 
@@ -552,7 +636,7 @@ class SockListRequest(RequestBase):
     """UNIX sockets of these types only (ss ``-A unix_stream``...); empty: every type."""
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class SockSummaryRequest(RequestBase):
     """Socket counts per namespace, kind, family and state, like ``ss -s``."""
 
@@ -571,7 +655,7 @@ MAX_SOCK_KILL = 4096
 SockKillKind = Literal["tcp", "udp"]
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class SockKillRequest(RequestBase):
     """Close TCP/UDP sockets that match, like ``ss -K``: SOCK_DESTROY through sock_diag.
 
@@ -603,7 +687,7 @@ MAX_SOCK_EVENTS = 1_000_000
 MAX_SOCK_EVENTS_SECONDS = 86_400
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class SockEventsRequest(RequestBase):
     """Follow the TCP/UDP sockets of a namespace as the kernel destroys them, like ``ss -E``.
 
@@ -632,7 +716,7 @@ class SockEventsRequest(RequestBase):
     """End after this long."""
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class SockEventsResult:
     """The end of a ``sock.events`` stream: how many sockets were sent, how many times the kernel
     dropped some because they came faster than they were read (``overflows``: its socket buffer
@@ -659,7 +743,7 @@ Signal = Annotated[int, Constraint(ge=1, le=64)]
 Backlog = Annotated[int, Constraint(ge=0, le=65535)]
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class NsExecRequest(RequestBase):
     """Run ``argv`` inside the named namespace as the caller (uid, gid and groups from the kernel).
 
@@ -696,7 +780,7 @@ class NsExecRequest(RequestBase):
     CAP_NET_RAW, which count in the namespace's own user namespace only."""
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class ExecSignalRequest(RequestBase):
     """Follow-up of ``ns.exec`` on its connection: deliver ``signal`` to the command's process group.
 
@@ -711,7 +795,7 @@ SocketFamily = Literal["inet", "inet6", "unix"]
 SocketType = Literal["stream", "dgram", "seqpacket"]
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class SockOpenRequest(RequestBase):
     """Create a socket inside namespace ``ns`` (the host's when null), bind it and hand it over.
 
@@ -768,13 +852,13 @@ Request = Union[  # noqa: UP007 -- pydantic reads the discriminator from a typin
 ]
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class PingReply:
     version: str
     protocol: int
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class WhoAmIReply:
     uid: int
     gid: int
@@ -794,7 +878,7 @@ class WhoAmIReply:
     """Pool addresses held by the caller's links (two per link that took its addresses from the pool)."""
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class StatusReply:
     version: str
     protocol: int
@@ -806,7 +890,7 @@ class StatusReply:
     config: str | None
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class NsInfo:
     name: str
     id: int | None
@@ -825,7 +909,7 @@ class NsInfo:
     """Links sockd made that have an end in it."""
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class NetnsEntry:
     """One network namespace of the host, as ``ns.scan`` found it."""
 
@@ -849,7 +933,7 @@ class NetnsEntry:
     """Who created the user namespace that owns it (0: the host's)."""
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class NsDeleteReply:
     name: str
     pids: list[int]
@@ -860,13 +944,13 @@ class NsDeleteReply:
     """Bind mounts of it (often in other mount namespaces) that keep it alive without its name."""
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class NsIdentifyReply:
     pid: int
     names: list[str]
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class NsPidsResult:
     """The end of an ``ns.pids`` listing: how many pids policy hid from the caller."""
 
@@ -1178,7 +1262,7 @@ def tcp_info(raw: bytes, congestion: str | None = None) -> TcpInfo:
     return _tcp_info_decoder(len(raw))(raw, congestion)
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class SockBatch:
     """Sockets of one namespace, kind and family, as columns: an item of the ``sock.list`` listing.
 
@@ -1239,7 +1323,7 @@ class SockBatch:
     """Per socket, with ``cgroup``: its cgroup path (None for UNIX sockets)."""
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class SockListResult:
     """The end of a ``sock.list`` listing."""
 
@@ -1253,7 +1337,7 @@ class SockListResult:
     ``raw``, ``raw6`` without CONFIG_INET_RAW_DIAG); their rows lack some fields, as with ss."""
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class SockCount:
     """How many sockets of one kind, family and state a namespace has (an item of sock.summary)."""
 
@@ -1264,7 +1348,7 @@ class SockCount:
     count: int
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class SockSummaryResult:
     """The end of a ``sock.summary`` listing."""
 
@@ -1273,7 +1357,7 @@ class SockSummaryResult:
     proc_fallback: list[str]
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class SockKillReply:
     """What ``sock.kill`` closed (with ``dry_run``: would close), as ``sock.list`` rows without
     processes; ``gone`` counts matches that closed by themselves before their turn."""
@@ -1283,7 +1367,7 @@ class SockKillReply:
     dry_run: bool = False
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class LinkEnd:
     """One end of a veth pair, as the kernel shows it now."""
 
@@ -1297,7 +1381,7 @@ class LinkEnd:
     addresses: list[str]
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class LinkInfo:
     """A link sockd made: ``end`` is in the namespace it was made for, ``peer`` in the host or another."""
 
@@ -1313,7 +1397,7 @@ class LinkInfo:
     published: list["PublishedPort"] = dataclasses.field(default_factory=list)
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class PublishedPort:
     """A host port DNATed into a namespace (``ns publish``)."""
 
@@ -1326,7 +1410,7 @@ class PublishedPort:
     owner_uid: int
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class NsUnlinkReply:
     id: str
     name: str
@@ -1337,7 +1421,7 @@ class NsUnlinkReply:
     """The pool block given back, if the link had one."""
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class InterfaceInfo:
     """One interface inside a namespace, and its peer when sockd made it."""
 
@@ -1350,7 +1434,7 @@ class InterfaceInfo:
     link: LinkInfo | None = None
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class NsDetail:
     info: NsInfo
     interfaces: list[InterfaceInfo]
@@ -1358,14 +1442,14 @@ class NsDetail:
     """Where its UTS namespace is mounted (``nsenter --uts=PATH``), if it has one."""
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class ExecStarted:
     """``ns.exec`` event: the command runs, as process ``pid`` (in the daemon's pid namespace)."""
 
     pid: int
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class ExecExit:
     """The end of an ``ns.exec``: exactly one of ``exit_code`` and ``signal`` is set."""
 
@@ -1384,7 +1468,7 @@ class ExecExit:
         return 128 + self.signal if self.signal is not None else self.exit_code or 0
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class SockOpenReply:
     """The socket ``sock.open`` made: descriptor ``fd`` of the reply's SCM_RIGHTS array."""
 
@@ -1398,7 +1482,7 @@ class SockOpenReply:
     listening: bool
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@contract
 class ErrorInfo:
     code: ErrorCode
     message: str
@@ -1406,8 +1490,7 @@ class ErrorInfo:
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class Operation:
+class Operation(NamedTuple):
     """What one operation takes and gives back.
 
     ``reply`` is the whole answer of a plain operation. For a listing, ``item`` is the type of each
