@@ -108,7 +108,7 @@ def contract(cls: _Contract) -> _Contract:
     """
     if cls.__doc__ is None:  # else dataclass() makes one with inspect.signature: ~12 ms once
         cls.__doc__ = f"{cls.__name__}({', '.join(cls.__annotations__)})"
-    made: Any = dataclass(init=False, repr=False, eq=False, slots=True)(cls)
+    made: Any = dataclass(init=False, repr=False, eq=False, slots=True, kw_only=True)(cls)
     made._contract_table = tuple(
         (field.name, field.default, field.default_factory) for field in dataclasses.fields(made)
     )
