@@ -195,12 +195,15 @@ def _run(
 
         server.reload = reload
         where = listener.path or "the socket passed by systemd"
-        log.info(f"sockd {VERSION} serving on {where}", SOCKD_SOCKET=listener.path)
-        notify(
-            f"READY=1\nSTATUS=Serving on {where}; "
-            f"{daemon.namespaces.count_managed()} namespaces managed"
-        )
-        server.run()
+
+        def ready() -> None:
+            log.info(f"sockd {VERSION} serving on {where}", SOCKD_SOCKET=listener.path)
+            notify(
+                f"READY=1\nSTATUS=Serving on {where}; "
+                f"{daemon.namespaces.count_managed()} namespaces managed"
+            )
+
+        server.run(ready)
     finally:
         listener.close()
         os.close(lock)

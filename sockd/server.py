@@ -92,8 +92,12 @@ class Server:
 
     # Main loop ------------------------------------------------------------------------------------
 
-    def run(self) -> None:
-        """Serve until SIGTERM/SIGINT (or idle exit), then drain. SIGHUP calls ``self.reload``."""
+    def run(self, ready: Callable[[], None] = lambda: None) -> None:
+        """Serve until SIGTERM/SIGINT (or idle exit), then drain. SIGHUP calls ``self.reload``.
+
+        ``ready`` is called once the signal handlers are in place, so that whoever it tells (the
+        log, systemd's READY=1) can stop the daemon from then on and get a clean exit, not death
+        by the default SIGTERM action."""
         for sock in (self._wake_r, self._wake_w, self.listener):
             sock.setblocking(False)
         previous_wakeup = signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
@@ -101,6 +105,7 @@ class Server:
         previous = {sig: signal.signal(sig, lambda *_: None) for sig in handled}
         self._selector.register(self.listener, selectors.EVENT_READ, "accept")
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        ready()
         watchdog = _watchdog_interval()
         next_ping = next_sweep = time.monotonic()
         try:

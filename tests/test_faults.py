@@ -12,6 +12,7 @@ import errno
 import json
 import os
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -431,3 +432,26 @@ def test_link_records_are_mirrored_too(tmp_path: Path) -> None:
     assert registry.records() == []
     assert "ip link del" in errors[1]
     assert (tmp_path / "links" / "abc.corrupt").exists()
+
+
+def test_sigterm_as_soon_as_ready_is_a_clean_stop(
+    daemon_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by CI: READY=1 (and "serving on") came before the SIGTERM handler was installed, so a
+    # stop right after readiness, as systemd may send one, killed the daemon (-15) instead of
+    # draining it. SIGTERM goes out the moment READY=1 arrives, several times.
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(daemon_dir / "notify"))
+    notify.settimeout(15)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(daemon_dir / "notify"))
+    try:
+        for _ in range(5):
+            starting = start_daemon(daemon_dir, wait=False)
+            try:
+                while b"READY=1" not in notify.recv(4096):
+                    pass
+                starting.proc.send_signal(signal.SIGTERM)
+            finally:
+                assert starting.stop() == 0, starting.log()
+    finally:
+        notify.close()
