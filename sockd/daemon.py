@@ -268,6 +268,7 @@ class Daemon:
             yield Message(self.error_reply(error))
             return
         received = Fds(prepared.fds)
+        audited = False
         try:
             result = TABLE[op].handler(self, peer, request)
             if isinstance(result, Session):
@@ -278,11 +279,17 @@ class Daemon:
             elif isinstance(result, WithFds):
                 yield from self._hand_over(result)
             else:
-                yield Message(f'{{"ok":true,"result":{_dumps(to_wire(result))}}}'.encode())
+                reply = Message(f'{{"ok":true,"result":{_dumps(to_wire(result))}}}'.encode())
+                # Done: audited before the client can have its answer, so that a reply is never
+                # seen before its record (and a daemon killed in between has not acted unaudited).
+                self._audit(peer, op, request, "ok", "")
+                audited = True
+                yield reply
         except GeneratorExit:
             # The client went away before the whole reply was sent; what the handler did stands
             # (an ns.exec command ran, and was killed) and is audited like any other request.
-            self._audit(peer, op, request, "ok", "the client went away before the whole reply")
+            if not audited:
+                self._audit(peer, op, request, "ok", "the client went away before the whole reply")
             raise
         except RequestError as exc:
             self._audit(peer, op, request, exc.code.value, exc.message)
@@ -301,7 +308,8 @@ class Daemon:
             return
         finally:
             received.close()
-        self._audit(peer, op, request, "ok", "")
+        if not audited:
+            self._audit(peer, op, request, "ok", "")
 
     @staticmethod
     def _decode(data: bytes) -> dict[str, Any]:
