@@ -510,6 +510,21 @@ def wait_gone(path: str, timeout: float = 5.0) -> None:
         time.sleep(0.02)
 
 
+def wait_exec(proc: "subprocess.Popen[bytes]", comm: str, timeout: float = 10.0) -> int:
+    """Until ``proc`` has exec'd ``comm``; its pid. setpriv, unshare and `ip netns exec` set up,
+    then exec in the same process: once it is ``comm`` it has its final uid and namespace."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if Path(f"/proc/{proc.pid}/comm").read_text().strip() == comm:
+                return proc.pid
+        except FileNotFoundError:
+            pass
+        assert proc.poll() is None, f"{proc.args!r} exited ({proc.returncode}) before exec'ing {comm}"
+        assert time.monotonic() < deadline, f"{proc.args!r} did not get to exec {comm}"
+        time.sleep(0.01)
+
+
 def connect_raw(path: str) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     sock.settimeout(10)

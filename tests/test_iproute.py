@@ -3,12 +3,11 @@
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 
 from sockctl import Busy
-from tests.conftest import MEMBER, Daemon, ip_netns_list, ns_name, sockctl
+from tests.conftest import MEMBER, Daemon, ip_netns_list, ns_name, sockctl, wait_exec
 
 
 def ip(*args: str) -> str:
@@ -40,8 +39,7 @@ _sleepers: dict[str, subprocess.Popen[bytes]] = {}
 def _sleeper_pid(name: str) -> int:
     proc = subprocess.Popen(["ip", "netns", "exec", name, "sleep", "30"])
     _sleepers[name] = proc
-    time.sleep(0.2)
-    return proc.pid
+    return wait_exec(proc, "sleep")
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from tests.conftest import (
     ns_name,
     sockctl,
     start_daemon,
+    wait_exec,
 )
 
 UserPython = tuple[str, str]
@@ -190,13 +190,7 @@ def sleeper(argv: list[str]) -> Iterator[int]:
     """A process (``argv`` ending in a long sleep) that sits in its own namespace; its pid."""
     proc = subprocess.Popen([*argv, "sleep", "600"], stdin=subprocess.DEVNULL)
     try:
-        # setpriv, unshare and `ip netns exec` set things up, then exec sleep in the same process:
-        # once it is sleep, it has its final uid and namespace.
-        deadline = time.monotonic() + 5
-        while Path(f"/proc/{proc.pid}/comm").read_text().strip() != "sleep":
-            assert time.monotonic() < deadline, f"{argv} did not get to exec sleep"
-            time.sleep(0.01)
-        yield proc.pid
+        yield wait_exec(proc, "sleep")
     finally:
         proc.kill()
         proc.wait()

@@ -7,31 +7,30 @@ who sees which is checked as real other uids.
 import json
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from sockctl import Client
-from tests.conftest import MEMBER, MONITOR, OTHER_MEMBER, Daemon, Result, ns_name, sockctl
+from tests.conftest import (
+    MEMBER,
+    MONITOR,
+    OTHER_MEMBER,
+    Daemon,
+    Result,
+    ns_name,
+    sockctl,
+    wait_exec,
+)
 
 
 def _holder(argv: list[str]) -> subprocess.Popen[bytes]:
     """A sleeping process in a namespace of its own; returned once it is in it."""
     proc = subprocess.Popen([*argv, "sleep", "120"], stdin=subprocess.DEVNULL)
-    own = os.stat("/proc/self/ns/net").st_ino
-    deadline = time.monotonic() + 5
-    while True:
-        try:
-            with open(f"/proc/{proc.pid}/comm") as file:
-                comm = file.read().strip()
-            if comm == "sleep" and os.stat(f"/proc/{proc.pid}/ns/net").st_ino != own:
-                return proc
-        except FileNotFoundError:
-            pass
-        assert time.monotonic() < deadline, "the holder did not get a namespace"
-        time.sleep(0.01)
+    wait_exec(proc, "sleep")
+    assert os.stat(f"/proc/{proc.pid}/ns/net").st_ino != os.stat("/proc/self/ns/net").st_ino
+    return proc
 
 
 @pytest.fixture
