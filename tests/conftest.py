@@ -55,7 +55,24 @@ max_connections = 64
 max_connections_per_uid = 16
 idle_timeout = 30.0
 send_timeout = 2.0
+
+[links]
+pool = "10.213.128.0/17"
 """
+"""Test daemons' configuration. The pool is not the shipped one (10.213.0.0/16 from its bottom
+up), so that the links of a `make run` daemon on the same host are not taken for this suite's
+leftovers; [links] is last so that keys added at the end belong to it (:func:`with_links`)."""
+
+TEST_POOL = "10.213.128.0/17"
+
+
+def with_links(config: str, keys: str) -> str:
+    """``config`` (DEFAULT_CONFIG or one made from it) with [links] ``keys`` added; a ``pool`` among
+    them replaces the test pool, which must stay inside TEST_POOL for the leftover checks."""
+    if any(line.startswith("pool =") for line in keys.splitlines()):
+        config = config.replace(f'pool = "{TEST_POOL}"\n', "")
+    return f"{config}{keys}\n"
+
 
 _counter = iter(range(1_000_000))
 
@@ -520,7 +537,9 @@ def wait_exec(proc: "subprocess.Popen[bytes]", comm: str, timeout: float = 10.0)
                 return proc.pid
         except FileNotFoundError:
             pass
-        assert proc.poll() is None, f"{proc.args!r} exited ({proc.returncode}) before exec'ing {comm}"
+        assert proc.poll() is None, (
+            f"{proc.args!r} exited ({proc.returncode}) before exec'ing {comm}"
+        )
         assert time.monotonic() < deadline, f"{proc.args!r} did not get to exec {comm}"
         time.sleep(0.01)
 

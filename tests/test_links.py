@@ -8,6 +8,7 @@ on this branch; once it is, these checks can run through ``sockctl ns exec`` as 
 """
 
 import contextlib
+import ipaddress
 import json
 import os
 import signal
@@ -30,6 +31,7 @@ from tests.conftest import (
     OTHER_MEMBER,
     OUTSIDER,
     PREFIX,
+    TEST_POOL,
     Daemon,
     Result,
     as_user,
@@ -38,11 +40,12 @@ from tests.conftest import (
     sockctl,
     start_daemon,
     wait_exec,
+    with_links,
 )
 
 UserPython = tuple[str, str]
 TEST_UIDS = (MEMBER[0], OUTSIDER[0], OTHER_MEMBER[0], 23004)
-POOL_PREFIX = "10.213."
+POOL = ipaddress.IPv4Network(TEST_POOL)
 
 
 # Helpers ------------------------------------------------------------------------------------------
@@ -161,7 +164,7 @@ def host_pool_addresses() -> list[str]:
         f"{a['local']}/{a['prefixlen']}"
         for link in ip_json("addr", "show")
         for a in link["addr_info"]
-        if a["family"] == "inet" and a["local"].startswith(POOL_PREFIX)
+        if a["family"] == "inet" and ipaddress.IPv4Address(a["local"]) in POOL
     ]
 
 
@@ -173,7 +176,7 @@ def quotas(daemon: Daemon, user_python: UserPython, who: Any = MEMBER) -> tuple[
 def config_with(policy: str = "", links: str = "") -> str:
     """DEFAULT_CONFIG with extra keys in [policy] and a [links] section."""
     config = DEFAULT_CONFIG.replace("namespace_quota = 4\n", f"namespace_quota = 4\n{policy}\n")
-    return config + (f"\n[links]\n{links}\n" if links else "")
+    return with_links(config, links)
 
 
 @contextlib.contextmanager
@@ -251,7 +254,7 @@ def test_member_links_namespace_to_host_and_traffic_flows(
     assert link["peer"]["namespace"] is None
     assert link["peer"]["state"] == "up"
     block = link["pool_block"]
-    assert block.startswith(POOL_PREFIX)
+    assert ipaddress.IPv4Network(block).subnet_of(POOL)
     assert block.endswith("/30")
     host_addr, ns_addr = link["peer"]["addresses"][0], link["end"]["addresses"][0]
 

@@ -41,6 +41,7 @@ from tests.conftest import (
     Daemon,
     ns_name,
     start_daemon,
+    with_links,
 )
 from tests.strategies import Case, valid_request
 from tests.test_hostile import Baseline, settle
@@ -65,8 +66,8 @@ CLIENTS: list[tuple[int, int, tuple[int, ...]] | None] = [
 ]
 """8 clients of 3 uids: root, and two members of the create group."""
 
-CONFIG = DEFAULT_CONFIG.replace("namespace_quota = 4", "namespace_quota = 8") + (
-    '\n[links]\npool = "10.213.64.0/18"\n'
+CONFIG = with_links(
+    DEFAULT_CONFIG.replace("namespace_quota = 4", "namespace_quota = 8"), 'pool = "10.213.192.0/18"'
 )
 
 pytestmark = pytest.mark.soak

@@ -19,6 +19,7 @@ from tests.conftest import OUTSIDER, Daemon, ns_name, sockctl_command
 # listener (the port is printed), then a UDP socket on ::1.
 _MAKER = r"""
 import socket, sys
+print("ready", flush=True)
 sys.stdin.readline()
 listener = socket.create_server(("127.0.0.1", 0))
 client = socket.create_connection(listener.getsockname())
@@ -56,6 +57,9 @@ class Maker:
             stdout=subprocess.PIPE,
             text=True,
         )
+        # Started before any window of events opens: a cold interpreter on a loaded machine can
+        # take a good part of one.
+        assert self.proc.stdout is not None and self.proc.stdout.readline() == "ready\n"
 
     def step(self) -> int:
         assert self.proc.stdin is not None and self.proc.stdout is not None
