@@ -361,7 +361,7 @@ def crowded_netns_dir(entries: int) -> Iterator[str]:
 def test_clients_that_never_read_a_large_listing_are_dropped_after_send_timeout() -> None:
     with (
         crowded_netns_dir(3000) as netns_dir,
-        hostile_daemon(["--netns-dir", netns_dir], send_timeout=5.0) as daemon,
+        hostile_daemon(["--netns-dir", netns_dir], send_timeout=1.0) as daemon,
     ):
         with daemon.client() as client:
             assert len(client.ns_list()) == 3000  # ~600 kB: more than a socket buffer holds
@@ -378,9 +378,7 @@ def test_clients_that_never_read_a_large_listing_are_dropped_after_send_timeout(
                     with contextlib.suppress(BlockingIOError):
                         for _ in range(5000):
                             sock.send(PING)
-                # While 25 replies are stuck, everyone else is served at once. Stuck, not still
-                # being built: 20 workers encoding 600 kB each hold the GIL for a while.
-                wait_quiet(daemon.proc.pid)
+                # While 25 replies are stuck, everyone else is served at once.
                 assert_served(daemon)
                 with daemon.client() as client:
                     assert len(client.ns_list()) == 3000
@@ -460,17 +458,6 @@ def test_empty_datagram_with_descriptors_during_an_exec_session() -> None:
 
 
 # Out of descriptors ---------------------------------------------------------------------------------------
-
-
-def wait_quiet(pid: int, timeout: float = 10.0) -> None:
-    """Until the process uses no more than ~10 % of a CPU over 0.2 s: its threads are blocked."""
-    deadline = time.monotonic() + timeout
-    while True:
-        before = cpu_ticks(pid)
-        time.sleep(0.2)
-        if cpu_ticks(pid) - before <= 2:
-            return
-        assert time.monotonic() < deadline, "the daemon stayed busy"
 
 
 def cpu_ticks(pid: int) -> int:
