@@ -535,7 +535,7 @@ def wait_exec(proc: "subprocess.Popen[bytes]", comm: str, timeout: float = 10.0)
         try:
             if Path(f"/proc/{proc.pid}/comm").read_text().strip() == comm:
                 return proc.pid
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):  # not there yet, or exiting
             pass
         assert proc.poll() is None, (
             f"{proc.args!r} exited ({proc.returncode}) before exec'ing {comm}"

@@ -28,8 +28,13 @@ from tests.conftest import (
 def _holder(argv: list[str]) -> subprocess.Popen[bytes]:
     """A sleeping process in a namespace of its own; returned once it is in it."""
     proc = subprocess.Popen([*argv, "sleep", "120"], stdin=subprocess.DEVNULL)
-    wait_exec(proc, "sleep")
-    assert os.stat(f"/proc/{proc.pid}/ns/net").st_ino != os.stat("/proc/self/ns/net").st_ino
+    try:
+        wait_exec(proc, "sleep")
+        assert os.stat(f"/proc/{proc.pid}/ns/net").st_ino != os.stat("/proc/self/ns/net").st_ino
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
     return proc
 
 
